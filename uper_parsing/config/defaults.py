@@ -1,0 +1,159 @@
+"""Every config key of uper_parsing, declared once, each with a comment.
+
+Names follow detectron2 wherever detectron2 has the key (``MODEL.WEIGHTS``, ``SOLVER.BASE_LR``,
+``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` ...). Task-specific groups are added by the ``add_*_config``
+functions next to this file so that each feature owns its keys.
+"""
+
+from .config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 1  # config format version, bumped when keys are renamed
+
+# ---------------------------------------------------------------------------- #
+# Model
+# ---------------------------------------------------------------------------- #
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"  # name in META_ARCH_REGISTRY
+_C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a warning
+_C.MODEL.WEIGHTS = ""  # checkpoint of the whole model (path) loaded before training / evaluation
+# Pixel statistics in INPUT.FORMAT channel order, on the 0-255 scale (torchvision's ImageNet values)
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = "build_resnet_backbone"  # name in BACKBONE_REGISTRY
+# Stages frozen from the input: 0 none, 1 stem, 2 stem + res2, ... 5 everything
+_C.MODEL.BACKBONE.FREEZE_AT = 0
+# Local path of ImageNet weights in torchvision's state-dict format ("" = random init)
+_C.MODEL.BACKBONE.PRETRAINED = ""
+
+_C.MODEL.RESNETS = CN()
+_C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50 or 101
+_C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages returned by forward
+_C.MODEL.RESNETS.NORM = "FrozenBN"  # "FrozenBN", "BN", "SyncBN" or "GN"
+_C.MODEL.RESNETS.OUTPUT_STRIDE = 32  # 32, 16 (res5 dilated) or 8 (res4 and res5 dilated)
+_C.MODEL.RESNETS.STEM_TYPE = "basic"  # "basic": 7x7 conv (torchvision); "deep": 3 x 3x3 convs
+
+_C.MODEL.FPN = CN()
+_C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone outputs fed to the FPN
+_C.MODEL.FPN.OUT_CHANNELS = 256  # channels of every pyramid level
+_C.MODEL.FPN.NORM = ""  # norm in lateral / output convs: "", "BN", "SyncBN", "GN"
+_C.MODEL.FPN.TOP_BLOCK = "maxpool"  # extra level p6: "maxpool" (Mask R-CNN) or "" (none)
+
+_C.MODEL.SEM_SEG_HEAD = CN()
+_C.MODEL.SEM_SEG_HEAD.NAME = "UPerNetHead"  # name in SEM_SEG_HEADS_REGISTRY
+_C.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # features the head reads
+_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150  # classes predicted (must equal len(metadata.stuff_classes))
+_C.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255  # label value that produces no loss
+_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 512  # channels inside the head (UPerNet/PSP 512, Semantic FPN 128)
+_C.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2  # 3x3 convs before the classifier when FCNHead is the main head
+_C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # stride the head predicts at (SemSegFPNHead)
+_C.MODEL.SEM_SEG_HEAD.NORM = "BN"  # norm after each head conv: "BN", "SyncBN", "GN", ""
+_C.MODEL.SEM_SEG_HEAD.POOL_SCALES = [1, 2, 3, 6]  # pyramid pooling bins (UPerNet, PSPNet)
+_C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1  # dropout before the classifier (mmseg's dropout_ratio)
+_C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of the head's cross-entropy
+_C.MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS = []  # per-class cross-entropy weights ([] = uniform)
+
+# Auxiliary FCN head (PSPNet / mmseg style deep supervision); only used while training
+_C.MODEL.AUX_HEAD = CN()
+_C.MODEL.AUX_HEAD.ENABLED = False  # add the auxiliary head
+_C.MODEL.AUX_HEAD.NAME = "FCNHead"  # name in SEM_SEG_HEADS_REGISTRY
+_C.MODEL.AUX_HEAD.IN_FEATURES = ["res4"]  # feature it reads
+_C.MODEL.AUX_HEAD.CONVS_DIM = 256  # channels of its convs
+_C.MODEL.AUX_HEAD.NUM_CONVS = 1  # number of 3x3 convs before the classifier
+_C.MODEL.AUX_HEAD.LOSS_WEIGHT = 0.4  # weight of its cross-entropy
+
+# ---------------------------------------------------------------------------- #
+# Input pipeline
+# ---------------------------------------------------------------------------- #
+_C.INPUT = CN()
+_C.INPUT.FORMAT = "RGB"  # channel order of model inputs: "RGB" or "BGR"
+_C.INPUT.DATASET_MAPPER_NAME = "sem_seg"  # name in MAPPER_REGISTRY used for train and test
+# Training resize. "ratio_range": scale the image to fit RESIZE_SCALE (long, short) times a ratio
+# drawn from RATIO_RANGE (mmseg). "choice": short side drawn from MIN_SIZE_TRAIN, long side capped
+# at MAX_SIZE_TRAIN (detectron2). "none": keep the size.
+_C.INPUT.RESIZE_TYPE = "ratio_range"
+_C.INPUT.RESIZE_SCALE = [2048, 512]  # (long side, short side) of the base scale for "ratio_range"
+_C.INPUT.RATIO_RANGE = [0.5, 2.0]  # ratio range for "ratio_range"
+_C.INPUT.MIN_SIZE_TRAIN = [512]  # short-side choices for "choice"
+_C.INPUT.MAX_SIZE_TRAIN = 2048  # long-side cap for "choice"
+# Test resize: short side MIN_SIZE_TEST with long side capped at MAX_SIZE_TEST (0 = keep the size)
+_C.INPUT.MIN_SIZE_TEST = 512
+_C.INPUT.MAX_SIZE_TEST = 2048
+_C.INPUT.CROP = CN()
+_C.INPUT.CROP.ENABLED = True  # random crop after the resize
+_C.INPUT.CROP.SIZE = [512, 512]  # crop (height, width) in pixels
+# Re-draw the crop (up to 10 times) while one category covers more than this fraction of it
+_C.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 0.75
+_C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "vertical" or "none"
+_C.INPUT.COLOR_AUG_SSD = True  # SSD-style photometric distortion (brightness, contrast, ...)
+# Pad training images to this multiple (ignore label in the labels); -1 pads to INPUT.CROP.SIZE
+_C.INPUT.SIZE_DIVISIBILITY = -1
+
+# ---------------------------------------------------------------------------- #
+# Data
+# ---------------------------------------------------------------------------- #
+_C.DATASETS = CN()
+_C.DATASETS.TRAIN = ("synthetic_scenes_sem_seg_train",)  # names in DatasetCatalog to train on
+_C.DATASETS.TEST = ("synthetic_scenes_sem_seg_val",)  # names in DatasetCatalog to evaluate on
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per GPU (0 = load in the main process)
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of the same orientation together
+_C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # infinite shuffled sampler, sharded by rank
+_C.DATALOADER.CHECK_LABELS = True  # validate label values / sizes in the mapper (clear errors)
+
+# ---------------------------------------------------------------------------- #
+# Solver
+# ---------------------------------------------------------------------------- #
+_C.SOLVER = CN()
+_C.SOLVER.OPTIMIZER = "SGD"  # "SGD" or "AdamW"
+_C.SOLVER.BASE_LR = 0.01  # learning rate at the end of warmup
+_C.SOLVER.BASE_LR_END = 0.0  # learning rate the poly / cosine schedules decay to
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
+_C.SOLVER.BETAS = [0.9, 0.999]  # AdamW betas
+_C.SOLVER.WEIGHT_DECAY = 0.0005  # weight decay of conv / linear weights
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of norm-layer parameters
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0  # weight decay of biases
+_C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # learning-rate factor of backbone parameters
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # "WarmupPolyLR", "WarmupCosineLR", "WarmupMultiStepLR"
+_C.SOLVER.POLY_LR_POWER = 0.9  # exponent of the poly schedule
+_C.SOLVER.STEPS = (30000,)  # iterations where WarmupMultiStepLR multiplies the lr by GAMMA
+_C.SOLVER.GAMMA = 0.1  # step factor of WarmupMultiStepLR
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 1000  # lr factor at iteration 0 of the warmup
+_C.SOLVER.WARMUP_ITERS = 0  # warmup length in iterations
+_C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
+_C.SOLVER.MAX_ITER = 160000  # training length in iterations
+_C.SOLVER.IMS_PER_BATCH = 16  # images per iteration summed over all GPUs
+_C.SOLVER.CHECKPOINT_PERIOD = 16000  # save a checkpoint every this many iterations
+_C.SOLVER.CLIP_GRADIENTS = CN()
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before the optimizer step
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # "norm" (whole model) or "value" (per element)
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0  # max norm or max absolute value
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the p-norm for "norm"
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False  # automatic mixed precision on CUDA
+_C.SOLVER.AMP.DTYPE = "float16"  # "float16" (with a grad scaler) or "bfloat16"
+
+# ---------------------------------------------------------------------------- #
+# Test / evaluation
+# ---------------------------------------------------------------------------- #
+_C.TEST = CN()
+_C.TEST.EVAL_PERIOD = 16000  # evaluate every this many iterations (0 = only at the end)
+_C.TEST.MODE = "whole"  # "whole" image or "slide" (sliding window) inference
+_C.TEST.SLIDE_CROP_SIZE = [512, 512]  # window (height, width) for "slide"
+_C.TEST.SLIDE_STRIDE = [341, 341]  # window stride (height, width) for "slide"
+_C.TEST.AUG = CN()
+_C.TEST.AUG.ENABLED = False  # multi-scale + flip test-time augmentation
+_C.TEST.AUG.SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]  # scale factors of the test size
+_C.TEST.AUG.FLIP = True  # also run on horizontally flipped images
+_C.TEST.VIS_NUM_IMAGES = 4  # pictures of predictions written to OUTPUT_DIR/vis after evaluation
+
+# ---------------------------------------------------------------------------- #
+# Misc
+# ---------------------------------------------------------------------------- #
+_C.OUTPUT_DIR = "./output"  # where logs, checkpoints, metrics and pictures go
+_C.SEED = -1  # random seed (-1 = draw one and log it)
+_C.CUDNN_BENCHMARK = False  # let cudnn pick algorithms for fixed input sizes
