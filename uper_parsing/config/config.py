@@ -80,7 +80,7 @@ def get_cfg() -> CfgNode:
 
 
 def configurable(init_func: Callable) -> Callable:
-    """Let ``Class(cfg, ...)`` call ``Class.from_config(cfg, ...)`` and pass its dict to ``__init__``.
+    """Make ``Class(cfg, ...)`` pass the dict of ``Class.from_config(cfg, ...)`` to ``__init__``.
 
     The class can still be built from plain keyword arguments: ``Class(num_classes=3, ...)``.
     """

@@ -17,9 +17,8 @@ _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"  # name in META_ARCH_REGISTRY
 _C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a warning
 _C.MODEL.WEIGHTS = ""  # checkpoint of the whole model (path) loaded before training / evaluation
-# Pixel statistics in INPUT.FORMAT channel order, on the 0-255 scale (torchvision's ImageNet values)
-_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # per-channel mean (INPUT.FORMAT order, 0-255)
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]  # per-channel std (INPUT.FORMAT order, 0-255)
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"  # name in BACKBONE_REGISTRY
@@ -44,10 +43,10 @@ _C.MODEL.FPN.TOP_BLOCK = "maxpool"  # extra level p6: "maxpool" (Mask R-CNN) or 
 _C.MODEL.SEM_SEG_HEAD = CN()
 _C.MODEL.SEM_SEG_HEAD.NAME = "UPerNetHead"  # name in SEM_SEG_HEADS_REGISTRY
 _C.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # features the head reads
-_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150  # classes predicted (must equal len(metadata.stuff_classes))
+_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150  # classes predicted (= len(metadata.stuff_classes))
 _C.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255  # label value that produces no loss
-_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 512  # channels inside the head (UPerNet/PSP 512, Semantic FPN 128)
-_C.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2  # 3x3 convs before the classifier when FCNHead is the main head
+_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 512  # head channels (UPerNet / PSP 512, Semantic FPN 128)
+_C.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2  # 3x3 convs before the classifier of a main FCNHead
 _C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # stride the head predicts at (SemSegFPNHead)
 _C.MODEL.SEM_SEG_HEAD.NORM = "BN"  # norm after each head conv: "BN", "SyncBN", "GN", ""
 _C.MODEL.SEM_SEG_HEAD.POOL_SCALES = [1, 2, 3, 6]  # pyramid pooling bins (UPerNet, PSPNet)
@@ -78,9 +77,8 @@ _C.INPUT.RESIZE_SCALE = [2048, 512]  # (long side, short side) of the base scale
 _C.INPUT.RATIO_RANGE = [0.5, 2.0]  # ratio range for "ratio_range"
 _C.INPUT.MIN_SIZE_TRAIN = [512]  # short-side choices for "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 2048  # long-side cap for "choice"
-# Test resize: short side MIN_SIZE_TEST with long side capped at MAX_SIZE_TEST (0 = keep the size)
-_C.INPUT.MIN_SIZE_TEST = 512
-_C.INPUT.MAX_SIZE_TEST = 2048
+_C.INPUT.MIN_SIZE_TEST = 512  # test-time short side (0 = keep the image size)
+_C.INPUT.MAX_SIZE_TEST = 2048  # test-time cap on the long side
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = True  # random crop after the resize
 _C.INPUT.CROP.SIZE = [512, 512]  # crop (height, width) in pixels
@@ -118,7 +116,7 @@ _C.SOLVER.WEIGHT_DECAY = 0.0005  # weight decay of conv / linear weights
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of norm-layer parameters
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0  # weight decay of biases
 _C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # learning-rate factor of backbone parameters
-_C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # "WarmupPolyLR", "WarmupCosineLR", "WarmupMultiStepLR"
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # or "WarmupCosineLR", "WarmupMultiStepLR"
 _C.SOLVER.POLY_LR_POWER = 0.9  # exponent of the poly schedule
 _C.SOLVER.STEPS = (30000,)  # iterations where WarmupMultiStepLR multiplies the lr by GAMMA
 _C.SOLVER.GAMMA = 0.1  # step factor of WarmupMultiStepLR

@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Train and evaluate a uper_parsing model from a YAML config.
+
+    python train_net.py --config-file configs/quickstart/upernet_R18_synthetic.yaml
+    python train_net.py --config-file configs/ade20k/upernet_R50_bs16_160k.yaml --num-gpus 8
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file ... --resume            # continue from last_checkpoint
+    torchrun --nproc_per_node 8 train_net.py --config-file ...  # also works
+
+Writes to OUTPUT_DIR: config.yaml, log.txt, metrics.json, TensorBoard events, checkpoints,
+results.json ({task: {metric: value}}) and pictures of predictions on val images in vis/.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from uper_parsing.checkpoint import Checkpointer
+from uper_parsing.config import CfgNode, get_cfg
+from uper_parsing.engine import (
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    launch,
+    write_results,
+)
+from uper_parsing.engine.predictor import write_prediction_pictures
+from uper_parsing.utils import comm
+
+logger = logging.getLogger("uper_parsing")
+
+
+def setup(args) -> CfgNode:
+    """Defaults, then the config file, then command-line overrides; frozen."""
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args) -> dict:
+    cfg = setup(args)
+    if args.eval_only:
+        model = DefaultTrainer.build_model(cfg)
+        Checkpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = DefaultTrainer.test(cfg, model)
+        if comm.is_main_process():
+            write_results(results, os.path.join(cfg.OUTPUT_DIR, "results.json"))
+    else:
+        trainer = DefaultTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+        model = trainer.model
+    if comm.is_main_process() and cfg.TEST.VIS_NUM_IMAGES > 0:
+        for dataset_name in cfg.DATASETS.TEST:
+            paths = write_prediction_pictures(
+                cfg, model, dataset_name, os.path.join(cfg.OUTPUT_DIR, "vis")
+            )
+            logger.info("Wrote %d pictures of predictions on %s", len(paths), dataset_name)
+    return results
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()

@@ -1,0 +1,143 @@
+"""Start a function on one or several processes (one per GPU) with torch.distributed set up.
+
+``train_net.py --num-gpus N`` spawns N processes here; ``torchrun`` starts them itself, and then
+``launch`` only joins the process group. Without CUDA the processes use the gloo backend on the
+CPU (that is how the multi-process tests run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ..utils import comm
+
+__all__ = ["launch", "DEFAULT_TIMEOUT"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)  # collective-operation timeout
+
+
+def _find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def _started_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def launch(
+    main_func: Callable[..., Any],
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str | None = None,
+    args: tuple = (),
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> None:
+    """Call ``main_func(*args)`` on every process of the job.
+
+    - Started by torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set): join the process group
+      from the environment and call ``main_func`` in this process.
+    - One process in total: call ``main_func`` directly (no process group).
+    - Otherwise spawn ``num_gpus_per_machine`` processes on this machine; process ``i`` has global
+      rank ``machine_rank * num_gpus_per_machine + i``.
+
+    Args:
+        main_func: a module-level function (it is pickled into the spawned processes).
+        dist_url: rendezvous address such as ``tcp://10.0.0.1:29500``, the same on every machine;
+            ``None`` or ``"auto"`` picks a free local port (single machine only).
+        args: positional arguments of ``main_func`` (picklable).
+    """
+    if _started_by_torchrun():
+        _run_from_torchrun(main_func, args, timeout)
+        return
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1:
+        main_func(*args)
+        return
+    if dist_url in (None, "auto"):
+        if num_machines != 1:
+            raise ValueError("dist_url must be given explicitly when num_machines > 1")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.start_processes(
+        _distributed_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+        start_method="spawn",
+    )
+
+
+def _run_from_torchrun(main_func: Callable[..., Any], args: tuple, timeout: timedelta) -> None:
+    local_rank = int(os.environ["LOCAL_RANK"])
+    initialized_here = not dist.is_initialized()
+    if initialized_here:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=_backend(), init_method="env://", timeout=timeout)
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        if initialized_here:
+            dist.destroy_process_group()
+
+
+def _distributed_worker(
+    local_rank: int,
+    main_func: Callable[..., Any],
+    world_size: int,
+    num_gpus_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: tuple,
+    timeout: timedelta,
+) -> None:
+    global_rank = machine_rank * num_gpus_per_machine + local_rank
+    os.environ.update(
+        {
+            "LOCAL_RANK": str(local_rank),
+            "RANK": str(global_rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_WORLD_SIZE": str(num_gpus_per_machine),
+        }
+    )
+    if torch.cuda.is_available():
+        if num_gpus_per_machine > torch.cuda.device_count():
+            raise RuntimeError(
+                f"{num_gpus_per_machine} processes per machine requested but only "
+                f"{torch.cuda.device_count()} GPUs are visible"
+            )
+        torch.cuda.set_device(local_rank)
+    try:
+        dist.init_process_group(
+            backend=_backend(),
+            init_method=dist_url,
+            world_size=world_size,
+            rank=global_rank,
+            timeout=timeout,
+        )
+    except Exception:
+        logger.error("Process group URL: %s", dist_url)
+        raise
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()

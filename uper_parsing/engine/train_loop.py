@@ -1,0 +1,292 @@
+"""The training loop: a trainer runs ``run_step`` between hook calls inside an EventStorage.
+
+``SimpleTrainer`` does one plain optimisation step per iteration; ``AMPTrainer`` does it under
+``torch.autocast``. Everything else (LR schedule, checkpoints, evaluation, logging) is a hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..solver.build import GradientClipper
+from ..utils import comm
+from ..utils.events import EventStorage, get_event_storage
+
+__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    """Something that runs at fixed points of training. ``self.trainer`` is set (as a weak
+    proxy) by :meth:`TrainerBase.register_hooks`; ``trainer.iter`` is the current iteration and
+    ``trainer.storage`` the open :class:`EventStorage`.
+
+    Order of calls::
+
+        hook.before_train()
+        for iter in range(start_iter, max_iter):
+            hook.before_step()
+            trainer.run_step()
+            hook.after_step()
+        iter += 1
+        hook.after_train()   # also after an exception
+    """
+
+    trainer: TrainerBase
+
+    def before_train(self) -> None:
+        """Called once before the first iteration."""
+
+    def after_train(self) -> None:
+        """Called once after the last iteration, or after training stopped on an exception
+        (then ``trainer.iter < trainer.max_iter``)."""
+
+    def before_step(self) -> None:
+        """Called before each iteration."""
+
+    def after_step(self) -> None:
+        """Called after each iteration."""
+
+
+class TrainerBase:
+    """An iteration loop with hooks.
+
+    Attributes:
+        iter: the current iteration; equals ``max_iter`` once training completed.
+        start_iter: the iteration training (re)started at.
+        max_iter: training stops before this iteration.
+        storage: the :class:`EventStorage` open during training.
+    """
+
+    def __init__(self) -> None:
+        self._hooks: list[HookBase] = []
+        self.iter = 0
+        self.start_iter = 0
+        self.max_iter = 0
+        self.storage: EventStorage
+
+    def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
+        """Append hooks (``None`` entries are skipped); they run in registration order."""
+        hooks = [h for h in hooks if h is not None]
+        for h in hooks:
+            if not isinstance(h, HookBase):
+                raise TypeError(f"Hooks must be HookBase instances, got {type(h).__name__}")
+            # A proxy avoids a reference cycle trainer -> hook -> trainer.
+            h.trainer = weakref.proxy(self)
+        self._hooks.extend(hooks)
+
+    def train(self, start_iter: int, max_iter: int) -> None:
+        """Run iterations ``start_iter .. max_iter - 1``."""
+        logger.info("Starting training from iteration %d", start_iter)
+        self.iter = self.start_iter = start_iter
+        self.max_iter = max_iter
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self.before_train()
+                for self.iter in range(start_iter, max_iter):
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                # iter == max_iter marks a completed run for the after_train hooks
+                self.iter = max(start_iter, max_iter)
+            except Exception:
+                logger.exception("Exception during training at iteration %d:", self.iter)
+                raise
+            finally:
+                self.after_train()
+
+    def before_train(self) -> None:
+        for h in self._hooks:
+            h.before_train()
+
+    def after_train(self) -> None:
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            h.after_train()
+
+    def before_step(self) -> None:
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            h.before_step()
+
+    def after_step(self) -> None:
+        for h in self._hooks:
+            h.after_step()
+
+    def run_step(self) -> None:
+        raise NotImplementedError
+
+
+def _as_loss_dict(losses: Mapping[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.Tensor]:
+    if isinstance(losses, torch.Tensor):
+        return {"total_loss": losses}
+    if not isinstance(losses, Mapping) or not losses:
+        raise TypeError(
+            "In training the model must return a non-empty dict of scalar losses, got "
+            f"{type(losses).__name__}"
+        )
+    return dict(losses)
+
+
+class SimpleTrainer(TrainerBase):
+    """One optimisation step per iteration: load a batch, ``loss_dict = model(batch)``, sum,
+    backward, optional gradient clipping, ``optimizer.step()``.
+
+    Writes ``total_loss``, each loss (averaged over processes) and ``data_time`` (max over
+    processes) to the storage. A non-finite loss on any process raises ``FloatingPointError`` on
+    every process before the optimizer step, naming the iteration and the losses.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable[Any],
+        optimizer: torch.optim.Optimizer,
+        *,
+        grad_clip: GradientClipper | None = None,
+    ) -> None:
+        """
+        Args:
+            model: in training mode it takes a batch and returns ``{loss_name: scalar Tensor}``.
+            data_loader: an iterable of batches, consumed forever (never exhausted).
+            optimizer: steps the model's parameters.
+            grad_clip: called with the optimizer's parameters after backward, before the step
+                (see ``solver.build_gradient_clipper``).
+        """
+        super().__init__()
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self._data_loader_iter_obj: Iterator[Any] | None = None
+        self.optimizer = optimizer
+        self.grad_clip = grad_clip
+
+    @property
+    def _data_loader_iter(self) -> Iterator[Any]:
+        if self._data_loader_iter_obj is None:
+            self._data_loader_iter_obj = iter(self.data_loader)
+        return self._data_loader_iter_obj
+
+    def _trained_params(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def _backward(self, losses: torch.Tensor) -> None:
+        losses.backward()
+
+    def _clip_and_step(self) -> None:
+        if self.grad_clip is not None:
+            self.grad_clip(self._trained_params())
+        self.optimizer.step()
+
+    def run_step(self) -> None:
+        if not self.model.training:
+            raise RuntimeError("SimpleTrainer: the model was switched to eval mode")
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        with self._autocast():
+            loss_dict = _as_loss_dict(self.model(data))
+            losses = sum(loss_dict.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self._backward(losses)
+        self._write_metrics(loss_dict, data_time)
+        self._clip_and_step()
+
+    def _write_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
+        """Gather the losses of all processes, raise on a non-finite one, write the averages."""
+        names = list(loss_dict)
+        values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
+        local = dict(zip(names, values.cpu().tolist()))
+        all_metrics = comm.all_gather((local, data_time))  # every rank sees every rank's losses
+
+        bad = {
+            rank: metrics
+            for rank, (metrics, _) in enumerate(all_metrics)
+            if not all(math.isfinite(v) for v in metrics.values())
+        }
+        if bad:
+            raise FloatingPointError(
+                f"Loss became infinite or NaN at iteration={self.iter}!\n"
+                f"loss_dict = {bad[min(bad)]} (rank {min(bad)}; non-finite on ranks {sorted(bad)})"
+            )
+        storage = get_event_storage()
+        reduced = {k: sum(m[k] for m, _ in all_metrics) / len(all_metrics) for k in names}
+        if "total_loss" not in reduced:
+            storage.put_scalar("total_loss", sum(reduced.values()))
+        storage.put_scalars(**reduced)
+        storage.put_scalar("data_time", max(t for _, t in all_metrics))
+
+
+class AMPTrainer(SimpleTrainer):
+    """:class:`SimpleTrainer` with the forward pass under ``torch.autocast`` on the model's device
+    type. float16 scales the loss with a ``torch.amp.GradScaler`` (gradients are unscaled before
+    clipping); bfloat16 needs no scaler. The scaler's state is in ``state_dict()`` and is saved in
+    checkpoints by ``DefaultTrainer``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable[Any],
+        optimizer: torch.optim.Optimizer,
+        *,
+        grad_clip: GradientClipper | None = None,
+        precision: torch.dtype = torch.float16,
+        grad_scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
+        """
+        Args:
+            precision: ``torch.float16`` or ``torch.bfloat16``.
+            grad_scaler: scaler for float16 (default: a new ``GradScaler`` for the device);
+                ignored for bfloat16.
+        """
+        if precision not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"AMP precision must be float16 or bfloat16, got {precision}")
+        super().__init__(model, data_loader, optimizer, grad_clip=grad_clip)
+        self.device_type = next(model.parameters()).device.type
+        self.precision = precision
+        if precision == torch.float16:
+            self.grad_scaler: torch.amp.GradScaler | None = grad_scaler or torch.amp.GradScaler(
+                self.device_type
+            )
+        else:
+            self.grad_scaler = None
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        return torch.autocast(device_type=self.device_type, dtype=self.precision)
+
+    def _backward(self, losses: torch.Tensor) -> None:
+        if self.grad_scaler is None:
+            losses.backward()
+        else:
+            self.grad_scaler.scale(losses).backward()
+
+    def _clip_and_step(self) -> None:
+        if self.grad_scaler is None:
+            super()._clip_and_step()
+            return
+        if self.grad_clip is not None:
+            self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients
+            self.grad_clip(self._trained_params())
+        self.grad_scaler.step(self.optimizer)  # skipped when gradients are inf / NaN
+        self.grad_scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"grad_scaler": self.grad_scaler.state_dict()} if self.grad_scaler else {}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])

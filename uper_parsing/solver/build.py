@@ -1,0 +1,194 @@
+"""Optimizer, learning-rate schedule and gradient clipping built from ``cfg.SOLVER``."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from fvcore.common.param_scheduler import (
+    CosineParamScheduler,
+    MultiStepParamScheduler,
+    ParamScheduler,
+)
+from torch import nn
+
+from .lr_scheduler import LRMultiplier, PolyParamScheduler, WarmupParamScheduler
+
+__all__ = [
+    "get_default_optimizer_params",
+    "build_optimizer",
+    "build_lr_multiplier",
+    "build_lr_scheduler",
+    "build_gradient_clipper",
+    "GradientClipper",
+]
+
+logger = logging.getLogger(__name__)
+
+# Modules whose own parameters are normalisation parameters (FrozenBatchNorm has buffers only).
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+    nn.RMSNorm,
+)
+
+_NORM_NAME = re.compile(r"Norm(\d+d)?$")
+
+GradientClipper = Callable[[Iterable[torch.Tensor]], Any]
+
+
+def _is_norm(module: nn.Module) -> bool:
+    # The name test catches norms defined elsewhere (e.g. a LayerNorm2d of a ConvNeXt backbone).
+    return isinstance(module, _NORM_TYPES) or bool(_NORM_NAME.search(type(module).__name__))
+
+
+def get_default_optimizer_params(
+    model: nn.Module,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: float,
+    weight_decay_bias: float,
+    backbone_multiplier: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Parameter groups with per-kind weight decay and a backbone learning-rate factor.
+
+    - parameters of normalisation layers: ``weight_decay_norm``;
+    - other biases: ``weight_decay_bias``; everything else: ``weight_decay``;
+    - parameters under ``model.backbone``: ``lr = base_lr * backbone_multiplier``;
+    - frozen parameters (``requires_grad=False``) are left out; shared parameters appear once.
+
+    Returns one group per distinct (lr, weight_decay), each ``{"params", "lr", "weight_decay"}``.
+    """
+    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        in_backbone = module_name == "backbone" or module_name.startswith("backbone.")
+        is_norm = _is_norm(module)
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            if is_norm:
+                decay = weight_decay_norm
+            elif param_name == "bias":
+                decay = weight_decay_bias
+            else:
+                decay = weight_decay
+            lr = base_lr * backbone_multiplier if in_backbone else base_lr
+            groups.setdefault((lr, decay), []).append(param)
+    return [
+        {"params": params, "lr": lr, "weight_decay": decay}
+        for (lr, decay), params in groups.items()
+    ]
+
+
+def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (``SOLVER.MOMENTUM``, ``SOLVER.NESTEROV``) or AdamW (``SOLVER.BETAS``) over the
+    parameter groups of :func:`get_default_optimizer_params`."""
+    solver = cfg.SOLVER
+    params = get_default_optimizer_params(
+        model,
+        base_lr=solver.BASE_LR,
+        weight_decay=solver.WEIGHT_DECAY,
+        weight_decay_norm=solver.WEIGHT_DECAY_NORM,
+        weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
+        backbone_multiplier=solver.BACKBONE_MULTIPLIER,
+    )
+    if not params:
+        raise ValueError("The model has no trainable parameters (all have requires_grad=False)")
+    name = solver.OPTIMIZER
+    if name == "SGD":
+        return torch.optim.SGD(
+            params,
+            lr=solver.BASE_LR,
+            momentum=solver.MOMENTUM,
+            nesterov=solver.NESTEROV,
+            weight_decay=solver.WEIGHT_DECAY,
+        )
+    if name == "AdamW":
+        return torch.optim.AdamW(
+            params,
+            lr=solver.BASE_LR,
+            betas=tuple(solver.BETAS),
+            weight_decay=solver.WEIGHT_DECAY,
+        )
+    raise ValueError(f"Unknown SOLVER.OPTIMIZER '{name}'; expected 'SGD' or 'AdamW'")
+
+
+def build_lr_multiplier(cfg: Any) -> ParamScheduler:
+    """The schedule ``SOLVER.LR_SCHEDULER_NAME`` as a multiplier of the base lr over [0, 1]."""
+    solver = cfg.SOLVER
+    max_iter = solver.MAX_ITER
+    name = solver.LR_SCHEDULER_NAME
+    end_value = solver.BASE_LR_END / solver.BASE_LR if solver.BASE_LR > 0 else 0.0
+    if name == "WarmupPolyLR":
+        sched: ParamScheduler = PolyParamScheduler(1.0, end_value, solver.POLY_LR_POWER)
+    elif name == "WarmupCosineLR":
+        sched = CosineParamScheduler(1.0, end_value)
+    elif name == "WarmupMultiStepLR":
+        steps = [s for s in solver.STEPS if 0 < s < max_iter]
+        if len(steps) != len(solver.STEPS):
+            logger.warning(
+                "SOLVER.STEPS %s has values outside (0, MAX_ITER=%d); using %s",
+                list(solver.STEPS),
+                max_iter,
+                steps,
+            )
+        sched = MultiStepParamScheduler(
+            values=[solver.GAMMA**k for k in range(len(steps) + 1)],
+            milestones=steps,
+            num_updates=max_iter,
+        )
+    else:
+        raise ValueError(
+            f"Unknown SOLVER.LR_SCHEDULER_NAME '{name}'; expected 'WarmupPolyLR', "
+            "'WarmupCosineLR' or 'WarmupMultiStepLR'"
+        )
+    warmup_length = min(solver.WARMUP_ITERS / max_iter, 1.0)
+    if warmup_length > 0:
+        sched = WarmupParamScheduler(
+            sched, solver.WARMUP_FACTOR, warmup_length, solver.WARMUP_METHOD
+        )
+    return sched
+
+
+def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer) -> LRMultiplier:
+    """Per-iteration scheduler: lr of group g at iteration i is
+    ``base_lr_g * schedule(i / SOLVER.MAX_ITER)`` with warmup per ``SOLVER.WARMUP_*``."""
+    return LRMultiplier(optimizer, build_lr_multiplier(cfg), max_iter=cfg.SOLVER.MAX_ITER)
+
+
+def build_gradient_clipper(cfg: Any) -> GradientClipper | None:
+    """``clip(parameters)`` per ``SOLVER.CLIP_GRADIENTS``, or ``None`` when disabled.
+
+    "norm" rescales the gradients of all given parameters together so that their
+    ``NORM_TYPE``-norm is at most ``CLIP_VALUE`` (returns the norm before clipping); "value"
+    clamps each gradient element to ``[-CLIP_VALUE, CLIP_VALUE]``.
+    """
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return None
+    max_value = float(clip.CLIP_VALUE)
+    if clip.CLIP_TYPE == "norm":
+        norm_type = float(clip.NORM_TYPE)
+
+        def clip_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
+            return nn.utils.clip_grad_norm_(list(parameters), max_value, norm_type=norm_type)
+
+        return clip_norm
+    if clip.CLIP_TYPE == "value":
+
+        def clip_value(parameters: Iterable[torch.Tensor]) -> None:
+            nn.utils.clip_grad_value_(list(parameters), max_value)
+
+        return clip_value
+    raise ValueError(
+        f"Unknown SOLVER.CLIP_GRADIENTS.CLIP_TYPE '{clip.CLIP_TYPE}'; expected 'norm' or 'value'"
+    )

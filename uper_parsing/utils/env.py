@@ -1,0 +1,65 @@
+"""Random seeds and a description of the software / hardware environment for the logs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import sys
+from datetime import datetime
+
+import numpy as np
+import torch
+
+__all__ = ["seed_all_rng", "collect_env_info"]
+
+
+def seed_all_rng(seed: int | None = None) -> int:
+    """Seed Python's, NumPy's and torch's generators; a ``None`` seed draws a fresh one.
+
+    Returns the seed used (NumPy only accepts seeds below 2**32).
+    """
+    if seed is None:
+        seed = (
+            os.getpid()
+            + int(datetime.now().strftime("%S%f"))
+            + int.from_bytes(os.urandom(2), "big")
+        )
+    seed = int(seed) % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def collect_env_info() -> str:
+    """A multi-line table of Python, library, CUDA and GPU versions."""
+    rows = [
+        ("sys.platform", sys.platform),
+        ("Python", sys.version.replace("\n", " ")),
+        ("machine", platform.machine()),
+        ("numpy", np.__version__),
+        ("torch", f"{torch.__version__} @ {os.path.dirname(torch.__file__)}"),
+        ("torchvision", _version("torchvision")),
+        ("fvcore", _version("fvcore")),
+        ("torch built with CUDA", str(torch.version.cuda)),
+        ("CUDA available", str(torch.cuda.is_available())),
+    ]
+    if torch.cuda.is_available():
+        rows.append(("cuDNN", str(torch.backends.cudnn.version())))
+        names: dict[str, list[str]] = {}
+        for i in range(torch.cuda.device_count()):
+            names.setdefault(torch.cuda.get_device_name(i), []).append(str(i))
+        for gpu_name, ids in names.items():
+            rows.append((f"GPU {','.join(ids)}", gpu_name))
+    rows.append(("CPU threads (torch)", str(torch.get_num_threads())))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
