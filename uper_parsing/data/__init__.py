@@ -1,0 +1,70 @@
+"""Datasets, label reading, augmentation, mappers, samplers and loaders.
+
+Importing this package registers the builtin datasets (ADE20K, synthetic scenes); nothing is read
+from disk until a dataset is loaded.
+"""
+
+from . import datasets  # noqa: F401  (registers the builtin datasets)
+from .build import (
+    AspectRatioGroupedDataset,
+    MapDataset,
+    SerializedList,
+    build_test_loader,
+    build_train_loader,
+    get_dataset_dicts,
+    trivial_batch_collator,
+    worker_init_reset_seed,
+)
+from .catalog import DatasetCatalog, Metadata, MetadataCatalog
+from .datasets import (
+    SyntheticParams,
+    load_sem_seg,
+    register_sem_seg,
+    register_synthetic_scenes,
+)
+from .detection_utils import check_image_size, label_lookup_table, read_image, read_sem_seg
+from .mappers import MAPPER_REGISTRY, SemSegDatasetMapper, build_mapper
+from .samplers import InferenceSampler, TrainingSampler
+from .transforms import (
+    PadTo,
+    PhotometricDistortion,
+    RandomCropCategoryArea,
+    ResizeRatioRange,
+    ResizeShortestEdge,
+    apply_transforms,
+    build_augmentation,
+)
+
+__all__ = [
+    "AspectRatioGroupedDataset",
+    "DatasetCatalog",
+    "InferenceSampler",
+    "MAPPER_REGISTRY",
+    "MapDataset",
+    "Metadata",
+    "MetadataCatalog",
+    "PadTo",
+    "PhotometricDistortion",
+    "RandomCropCategoryArea",
+    "ResizeRatioRange",
+    "ResizeShortestEdge",
+    "SemSegDatasetMapper",
+    "SerializedList",
+    "SyntheticParams",
+    "TrainingSampler",
+    "apply_transforms",
+    "build_augmentation",
+    "build_mapper",
+    "build_test_loader",
+    "build_train_loader",
+    "check_image_size",
+    "get_dataset_dicts",
+    "label_lookup_table",
+    "load_sem_seg",
+    "read_image",
+    "read_sem_seg",
+    "register_sem_seg",
+    "register_synthetic_scenes",
+    "trivial_batch_collator",
+    "worker_init_reset_seed",
+]

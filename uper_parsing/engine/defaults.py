@@ -358,12 +358,10 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_model(cls, cfg: Any) -> nn.Module:
-        """``modeling.build_model(cfg)`` on ``MODEL.DEVICE``."""
+        """``modeling.build_model(cfg)``, on ``MODEL.DEVICE`` (cpu when CUDA is absent)."""
         from ..modeling import build_model
 
-        model = build_model(cfg).to(torch.device(cfg.MODEL.DEVICE))
-        logger.info("Model:\n%s", model)
-        return model
+        return build_model(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg: Any, model: nn.Module) -> torch.optim.Optimizer:

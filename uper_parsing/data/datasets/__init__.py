@@ -1,0 +1,37 @@
+"""Dataset loaders and registrations. Importing this package registers the builtin datasets."""
+
+from .ade20k import register_all_ade20k
+from .paths import DATASETS_ENV, datasets_root
+from .sem_seg import (
+    check_sem_seg_metadata,
+    distinct_colors,
+    image_size,
+    load_sem_seg,
+    register_sem_seg,
+)
+from .synthetic import SyntheticParams, register_synthetic_scenes
+
+__all__ = [
+    "DATASETS_ENV",
+    "SyntheticParams",
+    "check_sem_seg_metadata",
+    "datasets_root",
+    "distinct_colors",
+    "image_size",
+    "load_sem_seg",
+    "register_all_ade20k",
+    "register_sem_seg",
+    "register_synthetic_scenes",
+]
+
+
+def _register_builtin() -> None:
+    from ..catalog import DatasetCatalog
+
+    if "ade20k_sem_seg_train" not in DatasetCatalog:
+        register_all_ade20k()
+    if "synthetic_scenes_sem_seg_train" not in DatasetCatalog:
+        register_synthetic_scenes("synthetic_scenes")
+
+
+_register_builtin()

@@ -1,0 +1,6 @@
+"""Dataset mappers (dataset dict -> model input), registered in ``MAPPER_REGISTRY``."""
+
+from .build import MAPPER_REGISTRY, build_mapper
+from .sem_seg import SemSegDatasetMapper
+
+__all__ = ["MAPPER_REGISTRY", "SemSegDatasetMapper", "build_mapper"]

@@ -1,0 +1,15 @@
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY, build_backbone
+from .fpn import FPN, LastLevelMaxPool, build_resnet_fpn_backbone
+from .resnet import ResNet, build_resnet_backbone
+
+__all__ = [
+    "Backbone",
+    "BACKBONE_REGISTRY",
+    "build_backbone",
+    "ResNet",
+    "build_resnet_backbone",
+    "FPN",
+    "LastLevelMaxPool",
+    "build_resnet_fpn_backbone",
+]

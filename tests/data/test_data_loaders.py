@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from uper_parsing.config import get_cfg
+from uper_parsing.data import (
+    AspectRatioGroupedDataset,
+    DatasetCatalog,
+    MetadataCatalog,
+    build_test_loader,
+    build_train_loader,
+    get_dataset_dicts,
+)
+from uper_parsing.utils import comm
+
+
+def _cfg(train_name, workers=0, batch=4):
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = (train_name,)
+    cfg.SOLVER.IMS_PER_BATCH = batch
+    cfg.DATALOADER.NUM_WORKERS = workers
+    cfg.INPUT.RESIZE_SCALE = [128, 64]
+    cfg.INPUT.CROP.SIZE = [48, 48]
+    cfg.INPUT.MIN_SIZE_TEST = 0
+    cfg.SEED = 5
+    return cfg
+
+
+def _first_batches(loader, n):
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def test_train_loader_batches(tiny_synthetic):
+    train, _ = tiny_synthetic
+    batches = _first_batches(build_train_loader(_cfg(train)), 6)  # more than one epoch
+    for batch in batches:
+        assert isinstance(batch, list) and len(batch) == 4
+        assert all(
+            d["image"].shape == (3, 48, 48) and d["sem_seg"].shape == (48, 48) for d in batch
+        )
+    assert max(int(d["sem_seg"][d["sem_seg"] != 255].max()) for b in batches for d in b) < 10
+
+
+def test_train_loader_with_workers_is_deterministic(tiny_synthetic):
+    train, _ = tiny_synthetic
+    cfg = _cfg(train, workers=2)
+    first, second = (_first_batches(build_train_loader(cfg), 3) for _ in range(2))
+    for a, b in zip(first, second):
+        assert [d["file_name"] for d in a] == [d["file_name"] for d in b]
+        for x, y in zip(a, b):  # photometric and geometric randomness repeat too
+            assert torch.equal(x["image"], y["image"]) and torch.equal(x["sem_seg"], y["sem_seg"])
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = False
+    plain = _first_batches(build_train_loader(cfg), 2)
+    assert all(len(b) == 4 for b in plain)
+
+
+def test_batch_must_divide_across_processes(tiny_synthetic, monkeypatch):
+    train, _ = tiny_synthetic
+    monkeypatch.setattr(comm, "get_world_size", lambda: 3)
+    with pytest.raises(ValueError, match="IMS_PER_BATCH"):
+        build_train_loader(_cfg(train, batch=4))
+
+
+def test_test_loader_covers_dataset_once(tiny_synthetic):
+    train, val = tiny_synthetic
+    loader = build_test_loader(_cfg(train), val)
+    seen = []
+    for batch in loader:
+        assert len(batch) == 1 and "sem_seg" not in batch[0]
+        d = batch[0]
+        assert d["image"].shape == (3, d["height"], d["width"]) == (3, 64, 64)
+        seen.append(d["file_name"])
+    assert seen == [d["file_name"] for d in DatasetCatalog.get(val)]
+
+
+def test_aspect_ratio_grouping():
+    def fake(h, w):
+        return {"image": torch.zeros(3, h, w)}
+
+    stream = [fake(10, 20), fake(20, 10), fake(10, 10), fake(30, 10), fake(5, 50), fake(20, 40)]
+    batches = list(AspectRatioGroupedDataset(stream, 2))
+    assert len(batches) == 3
+    for batch in batches:
+        wide = [d["image"].shape[2] >= d["image"].shape[1] for d in batch]
+        assert len(set(wide)) == 1
+
+
+def test_get_dataset_dicts_checks(tiny_synthetic, fresh_name):
+    train, val = tiny_synthetic
+    assert len(get_dataset_dicts([train, val])) == 28
+    with pytest.raises(KeyError, match="not registered"):
+        get_dataset_dicts(["missing_dataset"])
+    DatasetCatalog.register(fresh_name, lambda: [{"file_name": "x"}])
+    MetadataCatalog.get(fresh_name).set(stuff_classes=["a"], ignore_label=255)
+    with pytest.raises(ValueError, match="stuff_classes"):
+        get_dataset_dicts([train, fresh_name])

@@ -1,0 +1,221 @@
+"""Train and test data loaders (detectron2's ``build_detection_{train,test}_loader``)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from ..utils import comm
+from .catalog import DatasetCatalog, MetadataCatalog
+from .mappers import build_mapper
+from .samplers import InferenceSampler, TrainingSampler
+
+__all__ = [
+    "get_dataset_dicts",
+    "build_train_loader",
+    "build_test_loader",
+    "trivial_batch_collator",
+    "worker_init_reset_seed",
+    "SerializedList",
+    "MapDataset",
+    "AspectRatioGroupedDataset",
+]
+
+logger = logging.getLogger(__name__)
+
+# Metadata that every dataset trained on together must share.
+_SHARED_METADATA = ("stuff_classes", "ignore_label", "reduce_zero_label", "label_id_map")
+_TRAIN_SAMPLERS = {"TrainingSampler": TrainingSampler}
+
+
+def get_dataset_dicts(names: str | Sequence[str]) -> list[dict]:
+    """Concatenated dataset dicts of ``names``; each must be non-empty, and their metadata must
+    agree on classes and label mapping (one label reader serves them all)."""
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("No dataset names given")
+    dicts = []
+    for name in names:
+        part = DatasetCatalog.get(name)
+        if not part:
+            raise ValueError(f"Dataset '{name}' is empty")
+        logger.info("Dataset '%s': %d images", name, len(part))
+        dicts.extend(part)
+    _check_metadata_consistency(names)
+    return dicts
+
+
+def _check_metadata_consistency(names: Sequence[str]) -> None:
+    first = MetadataCatalog.get(names[0])
+    for name in names[1:]:
+        other = MetadataCatalog.get(name)
+        for key in _SHARED_METADATA:
+            if first.get(key) != other.get(key):
+                raise ValueError(
+                    f"Datasets '{names[0]}' and '{name}' disagree on metadata '{key}': "
+                    f"{first.get(key)!r} vs {other.get(key)!r}"
+                )
+
+
+class SerializedList:
+    """A list of picklable objects stored as one numpy byte buffer, so that data-loader workers
+    do not copy it page by page through reference counting (detectron2's trick)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        blobs = [np.frombuffer(pickle.dumps(x, protocol=-1), dtype=np.uint8) for x in items]
+        self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
+        self._buffer = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int) -> Any:
+        start = int(self._ends[index - 1]) if index > 0 else 0
+        return pickle.loads(memoryview(self._buffer[start : int(self._ends[index])]))
+
+
+class MapDataset(Dataset):
+    """``dataset[i] = mapper(items[i])``."""
+
+    def __init__(self, items: Sequence[Any], mapper: Callable[[Any], Any]) -> None:
+        self._items = items
+        self._mapper = mapper
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self._mapper(self._items[index])
+
+
+class _SampledStream(IterableDataset):
+    """Mapped items in the order of ``sampler``; each loader worker takes every n-th index."""
+
+    def __init__(self, dataset: Dataset, sampler: Iterable[int]) -> None:
+        self._dataset = dataset
+        self._sampler = sampler
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        indices = iter(self._sampler)
+        if info is not None and info.num_workers > 1:
+            indices = itertools.islice(indices, info.id, None, info.num_workers)
+        for index in indices:
+            yield self._dataset[index]
+
+
+class AspectRatioGroupedDataset(IterableDataset):
+    """Batch mapped dicts so that a batch holds only landscape (width >= height) or only portrait
+    images, which keeps padding small. Yields ``list[dict]`` of ``batch_size``."""
+
+    def __init__(self, dataset: Iterable[dict], batch_size: int) -> None:
+        self._dataset = dataset
+        self._batch_size = batch_size
+        self._buckets: list[list[dict]] = [[], []]
+
+    @staticmethod
+    def _bucket(d: dict) -> int:
+        h, w = d["image"].shape[-2:] if "image" in d else (d["height"], d["width"])
+        return 0 if w >= h else 1
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        for d in self._dataset:
+            bucket = self._buckets[self._bucket(d)]
+            bucket.append(d)
+            if len(bucket) == self._batch_size:
+                batch = bucket[:]
+                bucket.clear()
+                yield batch
+
+
+def trivial_batch_collator(batch: list[Any]) -> list[Any]:
+    """Keep a batch as the list of its dicts."""
+    return batch
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def worker_init_reset_seed(worker_id: int) -> None:
+    """Seed numpy, ``random`` and torch in a loader worker from torch's per-worker seed (which the
+    loader derives deterministically from its generator and the worker id)."""
+    seed = torch.initial_seed() % 2**31
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _worker_generator(seed: int) -> torch.Generator:
+    """Generator of the workers' base seed: distinct per rank, fixed by ``seed``."""
+    state = np.random.SeedSequence([seed, comm.get_rank()]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _images_per_worker(cfg: Any) -> int:
+    total, world = cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size()
+    if total <= 0 or total % world != 0:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH ({total}) must be a positive multiple of the number of "
+            f"processes ({world})"
+        )
+    return total // world
+
+
+def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -> Iterable:
+    """Infinite loader of training batches (``list[dict]`` of ``IMS_PER_BATCH // world_size``).
+
+    Dataset dicts of ``DATASETS.TRAIN`` are mapped by ``mapper`` (default: ``build_mapper(cfg,
+    True)``) in ``DATALOADER.NUM_WORKERS`` workers, in the order of a seeded ``TrainingSampler``
+    (``SEED``, or a shared random seed when negative) sharded by rank, and grouped by aspect ratio
+    when ``DATALOADER.ASPECT_RATIO_GROUPING``.
+    """
+    batch_size = _images_per_worker(cfg)
+    dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
+    mapper = mapper if mapper is not None else build_mapper(cfg, True)
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name not in _TRAIN_SAMPLERS:
+        raise ValueError(
+            f"DATALOADER.SAMPLER_TRAIN = {name!r} is not one of {list(_TRAIN_SAMPLERS)}"
+        )
+    sampler = _TRAIN_SAMPLERS[name](len(dicts), shuffle=True, seed=seed)
+    stream = _SampledStream(MapDataset(SerializedList(dicts), mapper), sampler)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    common = {
+        "num_workers": workers,
+        "worker_init_fn": worker_init_reset_seed,
+        "generator": _worker_generator(seed),
+        "persistent_workers": workers > 0,
+    }
+    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+        loader = DataLoader(stream, batch_size=None, collate_fn=_identity, **common)
+        return AspectRatioGroupedDataset(loader, batch_size)
+    return DataLoader(
+        stream, batch_size=batch_size, drop_last=True, collate_fn=trivial_batch_collator, **common
+    )
+
+
+def build_test_loader(
+    cfg: Any, dataset_name: str, mapper: Callable[[dict], dict] | None = None
+) -> DataLoader:
+    """Loader over this process's shard of ``dataset_name``, batches of one (``list[dict]``)."""
+    dicts = get_dataset_dicts([dataset_name])
+    mapper = mapper if mapper is not None else build_mapper(cfg, False)
+    dataset = MapDataset(SerializedList(dicts), mapper)
+    return DataLoader(
+        dataset,
+        batch_size=1,
+        sampler=InferenceSampler(len(dataset)),
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=trivial_batch_collator,
+        worker_init_fn=worker_init_reset_seed,
+    )

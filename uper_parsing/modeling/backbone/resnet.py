@@ -1,0 +1,277 @@
+"""ResNet-18/34/50/101 from torchvision as a ``Backbone`` with outputs ``res2..res5``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from ...config import configurable
+from ...layers import ShapeSpec, convert_frozen_batchnorm, get_norm
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY
+
+__all__ = ["ResNet", "build_resnet_backbone"]
+
+logger = logging.getLogger(__name__)
+
+_RESNETS = {
+    18: torchvision.models.resnet18,
+    34: torchvision.models.resnet34,
+    50: torchvision.models.resnet50,
+    101: torchvision.models.resnet101,
+}
+_BASIC_BLOCK_DEPTHS = (18, 34)
+_STAGES = ("res2", "res3", "res4", "res5")  # torchvision's layer1..layer4
+# Stages whose stride-2 is replaced by dilation, per output stride (DeepLab / PSPNet "D8", "D16")
+_DILATED_STAGES = {32: (), 16: ("res5",), 8: ("res4", "res5")}
+_DEEP_STEM_CHANNELS = (32, 32, 64)  # mmseg ResNetV1c stem (stem_channels = 64)
+# torchvision state-dict names -> names in this module
+_TORCHVISION_PREFIXES = {
+    "conv1.": "stem.conv1.",
+    "bn1.": "stem.bn1.",
+    **{f"layer{i + 1}.": f"{stage}." for i, stage in enumerate(_STAGES)},
+}
+
+
+def _torchvision_resnet(
+    depth: int, norm_layer: functools.partial, dilated: Sequence[str]
+) -> torchvision.models.ResNet:
+    """torchvision's ResNet with the stride of the ``dilated`` stages replaced by dilation
+    (torchvision's own option for Bottleneck, ``_dilate_basic_stage`` for BasicBlock)."""
+    if depth not in _BASIC_BLOCK_DEPTHS:
+        replace = [name in dilated for name in _STAGES[1:]]
+        return _RESNETS[depth](
+            weights=None, norm_layer=norm_layer, replace_stride_with_dilation=replace
+        )
+    tv = _RESNETS[depth](weights=None, norm_layer=norm_layer)
+    dilation = 1
+    for i, name in enumerate(_STAGES):
+        if name in dilated:
+            _dilate_basic_stage(getattr(tv, f"layer{i + 1}"), dilation, dilation * 2)
+            dilation *= 2
+    return tv
+
+
+def _basic_stem(tv: torchvision.models.ResNet, in_channels: int) -> nn.Sequential:
+    """torchvision's stem: 7x7/2 conv, norm, ReLU, 3x3/2 max pool."""
+    conv1 = tv.conv1
+    if in_channels != conv1.in_channels:
+        conv1 = nn.Conv2d(in_channels, conv1.out_channels, 7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(OrderedDict(conv1=conv1, bn1=tv.bn1, relu=tv.relu, maxpool=tv.maxpool))
+
+
+def _deep_stem(in_channels: int, norm_layer: functools.partial) -> nn.Sequential:
+    """ResNetV1c stem: three 3x3 convs (32-32-64, the first with stride 2), then 3x3/2 max pool."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, out_channels in enumerate(_DEEP_STEM_CHANNELS, start=1):
+        conv = nn.Conv2d(
+            in_channels, out_channels, 3, stride=2 if i == 1 else 1, padding=1, bias=False
+        )
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        layers[f"conv{i}"] = conv
+        layers[f"bn{i}"] = norm_layer(out_channels)
+        layers[f"relu{i}"] = nn.ReLU(inplace=True)
+        in_channels = out_channels
+    layers["maxpool"] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    return nn.Sequential(layers)
+
+
+def _set_dilation(conv: nn.Conv2d, dilation: int) -> None:
+    """Make a 3x3 stride-1 conv dilated while keeping the spatial size."""
+    conv.stride = (1, 1)
+    conv.dilation = (dilation, dilation)
+    conv.padding = (dilation * (conv.kernel_size[0] - 1) // 2,) * 2
+
+
+def _dilate_basic_stage(stage: nn.Sequential, previous_dilation: int, dilation: int) -> None:
+    """Replace the stride 2 of a BasicBlock stage by dilation, as torchvision does for Bottleneck.
+
+    The strided conv (first block's conv1) and the shortcut become stride 1; the strided conv keeps
+    ``previous_dilation`` and every 3x3 conv after it gets ``dilation``.
+    """
+    first = stage[0]
+    _set_dilation(first.conv1, previous_dilation)
+    _set_dilation(first.conv2, dilation)
+    if first.downsample is not None:
+        first.downsample[0].stride = (1, 1)
+    first.stride = 1
+    for block in stage[1:]:
+        _set_dilation(block.conv1, dilation)
+        _set_dilation(block.conv2, dilation)
+
+
+def _stage_out_channels(stage: nn.Sequential) -> int:
+    last = stage[-1]
+    return (last.conv2 if isinstance(last, BasicBlock) else last.conv3).out_channels
+
+
+def _stem_stride(stem: nn.Sequential) -> int:
+    stride = 1
+    for m in stem.modules():
+        if isinstance(m, nn.Conv2d):
+            stride *= m.stride[0]
+        elif isinstance(m, nn.MaxPool2d):
+            stride *= m.stride
+    return stride
+
+
+class ResNet(Backbone):
+    """torchvision ResNet returning the stages ``res2..res5`` (strides 4, 8, 16, 32 at output
+    stride 32; res5 stays at 16 for output stride 16; res4 and res5 stay at 8 for output stride 8).
+
+    Stages after the deepest requested output are not built. Module names: ``stem``,
+    ``res2..res5`` (torchvision's ``layer1..layer4``).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        out_features: Sequence[str] = _STAGES,
+        norm: str = "FrozenBN",
+        freeze_at: int = 0,
+        output_stride: int = 32,
+        stem_type: str = "basic",
+        pretrained: str = "",
+        in_channels: int = 3,
+    ) -> None:
+        """
+        Args:
+            depth: 18, 34, 50 or 101.
+            out_features: stages returned by forward, a subset of res2..res5.
+            norm: "FrozenBN", "BN", "SyncBN" or "GN".
+            freeze_at: 0 trains everything; k > 0 freezes the stem and the first k - 1 stages
+                (parameters get ``requires_grad=False``, BatchNorms become FrozenBatchNorm2d).
+            output_stride: 32, 16 or 8; below 32 the last stages use dilation instead of stride.
+            stem_type: "basic" (7x7 conv) or "deep" (three 3x3 convs, ResNetV1c).
+            pretrained: local path of a torchvision ImageNet state dict ("" = random init).
+            in_channels: channels of the input image.
+        """
+        super().__init__()
+        _check_args(depth, out_features, norm, output_stride, stem_type)
+        norm_layer = functools.partial(get_norm, norm)
+        tv = _torchvision_resnet(depth, norm_layer, _DILATED_STAGES[output_stride])
+        if stem_type == "deep":
+            self.stem = _deep_stem(in_channels, norm_layer)
+        else:
+            self.stem = _basic_stem(tv, in_channels)
+        self.stage_names = list(_STAGES[: max(_STAGES.index(f) for f in out_features) + 1])
+        for i, name in enumerate(self.stage_names):
+            self.add_module(name, getattr(tv, f"layer{i + 1}"))
+        self._out_features = list(out_features)
+        self._out_feature_channels, self._out_feature_strides = {}, {}
+        stride = _stem_stride(self.stem)
+        for name in self.stage_names:
+            stage = getattr(self, name)
+            stride *= stage[0].stride
+            self._out_feature_channels[name] = _stage_out_channels(stage)
+            self._out_feature_strides[name] = stride
+        if pretrained:
+            self.load_torchvision_weights(pretrained)
+        self.freeze(freeze_at)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec) -> dict:
+        res = cfg.MODEL.RESNETS
+        return {
+            "depth": res.DEPTH,
+            "out_features": res.OUT_FEATURES,
+            "norm": res.NORM,
+            "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+            "output_stride": res.OUTPUT_STRIDE,
+            "stem_type": res.STEM_TYPE,
+            "pretrained": cfg.MODEL.BACKBONE.PRETRAINED,
+            "in_channels": input_shape.channels,
+        }
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: Tensor (N, C, H, W). Returns {"resK": Tensor (N, C_k, H/s_k, W/s_k)}."""
+        outputs = {}
+        x = self.stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            if name in self._out_features:
+                outputs[name] = x
+        return outputs
+
+    def freeze(self, freeze_at: int) -> ResNet:
+        """Freeze the stem (freeze_at >= 1) and stages res2..res{freeze_at} (freeze_at >= 2).
+
+        Frozen parameters stop requiring gradients and frozen BatchNorms become
+        FrozenBatchNorm2d, as in detectron2. Returns self.
+        """
+        if not 0 <= freeze_at <= len(_STAGES) + 1:
+            raise ValueError(f"freeze_at must be in [0, {len(_STAGES) + 1}], got {freeze_at}")
+        for module in [self.stem, *(getattr(self, n) for n in self.stage_names)][:freeze_at]:
+            for p in module.parameters():
+                p.requires_grad_(False)
+            convert_frozen_batchnorm(module)
+        return self
+
+    def load_torchvision_weights(self, path: str) -> None:
+        """Load an ImageNet state dict in torchvision's format (``fc.*`` dropped) from ``path``.
+
+        Missing, unexpected and shape-mismatched keys are logged, not fatal (a deep stem or a
+        GN backbone cannot take every torchvision tensor).
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Backbone weights MODEL.BACKBONE.PRETRAINED='{path}' not found"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+        state = {_rename_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
+        own = self.state_dict()
+        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        for k in mismatched:
+            state.pop(k)
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        logger.info("Loaded backbone weights from %s", path)
+        for what, keys in (
+            ("missing in the file", missing),
+            ("in the file but not in the model", result.unexpected_keys),
+            ("skipped for a shape mismatch", mismatched),
+        ):
+            if keys:
+                logger.warning("Backbone keys %s (%d): %s", what, len(keys), ", ".join(keys))
+
+
+def _rename_torchvision_key(key: str) -> str:
+    for old, new in _TORCHVISION_PREFIXES.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
+def _check_args(
+    depth: int, out_features: Sequence[str], norm: str, output_stride: int, stem_type: str
+) -> None:
+    if depth not in _RESNETS:
+        raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
+    unknown = [f for f in out_features if f not in _STAGES]
+    if unknown or not out_features:
+        raise ValueError(f"ResNet out_features must be a non-empty subset of {_STAGES}: {unknown}")
+    if norm == "":
+        raise ValueError("ResNet needs a norm: 'FrozenBN', 'BN', 'SyncBN' or 'GN'")
+    if output_stride not in _DILATED_STAGES:
+        raise ValueError(f"output_stride must be one of {sorted(_DILATED_STAGES)}: {output_stride}")
+    if stem_type not in ("basic", "deep"):
+        raise ValueError(f"stem_type must be 'basic' or 'deep', got '{stem_type}'")
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
+    """ResNet from ``MODEL.RESNETS`` and ``MODEL.BACKBONE`` (freeze_at, pretrained)."""
+    return ResNet(cfg, input_shape)

@@ -1,0 +1,36 @@
+"""The meta-architecture registry and ``build_model``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ...utils.registry import Registry
+
+__all__ = ["META_ARCH_REGISTRY", "build_model"]
+
+logger = logging.getLogger(__name__)
+
+META_ARCH_REGISTRY = Registry("META_ARCH")
+META_ARCH_REGISTRY.__doc__ = """
+Registry of meta-architectures: whole models built as ``MetaArch(cfg)``.
+"""
+
+
+def _resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is '%s' but CUDA is not available: using the CPU", name)
+        return torch.device("cpu")
+    return device
+
+
+def build_model(cfg) -> nn.Module:
+    """Build ``cfg.MODEL.META_ARCHITECTURE`` and move it to ``cfg.MODEL.DEVICE`` (the CPU, with a
+    warning, when CUDA is absent). The model is not loaded with ``MODEL.WEIGHTS`` here."""
+    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    model.to(_resolve_device(cfg.MODEL.DEVICE))
+    logger.info("Model:\n%s", model)
+    return model
