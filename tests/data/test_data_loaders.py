@@ -16,6 +16,7 @@ from uper_parsing.utils import comm
 def _cfg(train_name, workers=0, batch=4):
     cfg = get_cfg()
     cfg.DATASETS.TRAIN = (train_name,)
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(MetadataCatalog.get(train_name).stuff_classes)
     cfg.SOLVER.IMS_PER_BATCH = batch
     cfg.DATALOADER.NUM_WORKERS = workers
     cfg.INPUT.RESIZE_SCALE = [128, 64]

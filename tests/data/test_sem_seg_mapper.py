@@ -10,6 +10,7 @@ from uper_parsing.config import get_cfg
 from uper_parsing.data import (
     MAPPER_REGISTRY,
     DatasetCatalog,
+    MetadataCatalog,
     SemSegDatasetMapper,
     build_mapper,
     register_sem_seg,
@@ -40,6 +41,7 @@ def _cfg(name):
     cfg = get_cfg()
     cfg.DATASETS.TRAIN = (name,)
     cfg.DATASETS.TEST = (name,)
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(MetadataCatalog.get(name).stuff_classes)
     cfg.INPUT.RESIZE_SCALE = [160, 80]
     cfg.INPUT.CROP.SIZE = [64, 64]
     cfg.INPUT.COLOR_AUG_SSD = False
@@ -109,3 +111,14 @@ def test_label_size_mismatch_is_reported(aligned_dataset):
 def test_training_mapper_needs_metadata():
     with pytest.raises(ValueError, match="metadata"):
         SemSegDatasetMapper(is_train=True, augmentations=None, metadata=None)
+
+
+def test_class_count_mismatch_with_the_model_is_a_clear_error():
+    from uper_parsing.config import get_cfg
+    from uper_parsing.data import SemSegDatasetMapper
+
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = ("synthetic_scenes_sem_seg_train",)
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150
+    with pytest.raises(ValueError, match=r"NUM_CLASSES is 150 .* has 10 classes"):
+        SemSegDatasetMapper(cfg, is_train=True)

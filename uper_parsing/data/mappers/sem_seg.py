@@ -20,6 +20,18 @@ from .build import MAPPER_REGISTRY
 __all__ = ["SemSegDatasetMapper"]
 
 
+def check_num_classes(num_classes: int, dataset_name: str) -> None:
+    """Stop before training when the model's class count differs from the dataset's, instead of
+    failing later inside the loss (a device-side assert on CUDA)."""
+    classes = MetadataCatalog.get(dataset_name).get("stuff_classes", None)
+    if classes is not None and len(classes) != num_classes:
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {num_classes} but dataset '{dataset_name}' has "
+            f"{len(classes)} classes (metadata stuff_classes); set "
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(classes)}"
+        )
+
+
 @MAPPER_REGISTRY.register(name="sem_seg")
 class SemSegDatasetMapper:
     """Read an image (and, when training, its labels through ``read_sem_seg``) and augment both
@@ -64,6 +76,8 @@ class SemSegDatasetMapper:
     def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
         names = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
         metadata = MetadataCatalog.get(names[0]) if len(names) else None
+        for name in names if is_train else ():
+            check_num_classes(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, name)
         ignore = metadata.get("ignore_label", 255) if metadata is not None else 255
         return {
             "is_train": is_train,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ...catalog import DatasetCatalog, MetadataCatalog
+from ..ade20k import register_ade_style
 from ..paths import datasets_root
 from ..sem_seg import load_sem_seg
 from .generate import SyntheticParams, prepare_synthetic_scenes
@@ -54,14 +54,11 @@ def register_synthetic_scenes(
     names = []
     for split in ("train", "val"):
         name = f"{prefix}_sem_seg_{split}"
-        DatasetCatalog.register(name, functools.partial(_load, dirname, params, split))
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(SYNTHETIC_CLASS_NAMES),
-            stuff_colors=list(SYNTHETIC_CLASS_COLORS),
-            ignore_label=255,
-            reduce_zero_label=True,
-            evaluator_type="sem_seg",
-        ).set_lazy(
+        register_ade_style(
+            name,
+            functools.partial(_load, dirname, params, split),
+            classes=SYNTHETIC_CLASS_NAMES,
+            colors=SYNTHETIC_CLASS_COLORS,
             image_root=functools.partial(_ade_dir, dirname, "images", split),
             sem_seg_root=functools.partial(_ade_dir, dirname, "annotations", split),
         )
