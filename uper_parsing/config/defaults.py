@@ -63,6 +63,21 @@ _C.MODEL.AUX_HEAD.CONVS_DIM = 256  # channels of its convs
 _C.MODEL.AUX_HEAD.NUM_CONVS = 1  # number of 3x3 convs before the classifier
 _C.MODEL.AUX_HEAD.LOSS_WEIGHT = 0.4  # weight of its cross-entropy
 
+# Unified perceptual parsing (UnifiedPerceptualParser): class lists and the object -> parts
+# hierarchy come from the metadata of DATASETS.TRAIN[0]; these keys set the heads and the losses.
+_C.MODEL.MULTITASK = CN()
+_C.MODEL.MULTITASK.TASKS = ["object", "part", "material", "scene", "texture"]  # heads to build
+_C.MODEL.MULTITASK.OBJECT_LOSS_WEIGHT = 1.0  # weight of the object cross-entropy (paper: 1)
+_C.MODEL.MULTITASK.PART_LOSS_WEIGHT = 0.5  # weight of the grouped part cross-entropy (paper: 0.5)
+_C.MODEL.MULTITASK.SCENE_LOSS_WEIGHT = 0.25  # weight of the scene cross-entropy (paper: 0.25)
+_C.MODEL.MULTITASK.MATERIAL_LOSS_WEIGHT = 1.0  # weight of the material cross-entropy (paper: 1)
+_C.MODEL.MULTITASK.TEXTURE_LOSS_WEIGHT = 1.0  # weight of the texture cross-entropy (paper: 1)
+_C.MODEL.MULTITASK.TEXTURE_CONVS_DIM = 128  # channels of the texture head's convs
+_C.MODEL.MULTITASK.TEXTURE_NUM_CONVS = 4  # 3x3 convs of the texture head (on detached res2)
+# "joint": texture head trained with the rest (its input detached); "second_phase": everything
+# but the texture head frozen, only texture batches drawn
+_C.MODEL.MULTITASK.TEXTURE_TRAINING = "joint"
+
 # ---------------------------------------------------------------------------- #
 # Input pipeline
 # ---------------------------------------------------------------------------- #
