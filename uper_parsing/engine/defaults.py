@@ -188,14 +188,16 @@ def default_writers(output_dir: str, max_iter: int | None = None) -> list[EventW
 
 def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
     """Wrap ``model`` in DistributedDataParallel when there is more than one process (CUDA: on
-    the model's device; CPU: no device ids). Returns ``model`` itself otherwise."""
+    the model's device; CPU: no device ids). ``find_unused_parameters`` defaults to the model's
+    attribute of that name (False when absent). Returns ``model`` itself otherwise."""
     if comm.get_world_size() == 1:
         return model
     if isinstance(model, DistributedDataParallel):
         return model
     device = next(model.parameters()).device
     kwargs.setdefault("device_ids", [device.index] if device.type == "cuda" else None)
-    kwargs.setdefault("find_unused_parameters", False)
+    # a model whose batches train different heads (multi-task) declares it needs this
+    kwargs.setdefault("find_unused_parameters", getattr(model, "find_unused_parameters", False))
     # Buffers (BN statistics) stay per process during training, as in detectron2; newer torch
     # renamed broadcast_buffers to forward_sync_buffers.
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
