@@ -1,7 +1,7 @@
 """Datasets, label reading, augmentation, mappers, samplers and loaders.
 
-Importing this package registers the builtin datasets (ADE20K, synthetic scenes); nothing is read
-from disk until a dataset is loaded.
+Importing this package registers the builtin datasets (ADE20K, Broden, synthetic scenes); nothing
+is read from disk until a dataset is loaded.
 """
 
 from . import datasets  # noqa: F401  (registers the builtin datasets)
@@ -9,6 +9,7 @@ from .build import (
     AspectRatioGroupedDataset,
     MapDataset,
     SerializedList,
+    build_multitask_train_loader,
     build_test_loader,
     build_train_loader,
     get_dataset_dicts,
@@ -18,13 +19,17 @@ from .build import (
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .datasets import (
     SyntheticParams,
+    load_broden,
     load_sem_seg,
+    register_multitask,
     register_sem_seg,
+    register_synthetic_multitask,
     register_synthetic_scenes,
 )
 from .detection_utils import check_image_size, label_lookup_table, read_image, read_sem_seg
-from .mappers import MAPPER_REGISTRY, SemSegDatasetMapper, build_mapper
-from .samplers import InferenceSampler, TrainingSampler
+from .mappers import MAPPER_REGISTRY, MultiTaskDatasetMapper, SemSegDatasetMapper, build_mapper
+from .multitask_utils import MULTITASK_TASKS, multitask_metadata, read_multitask_label
+from .samplers import InferenceSampler, SourceBatchSampler, TrainingSampler
 from .transforms import (
     PadTo,
     PhotometricDistortion,
@@ -40,9 +45,11 @@ __all__ = [
     "DatasetCatalog",
     "InferenceSampler",
     "MAPPER_REGISTRY",
+    "MULTITASK_TASKS",
     "MapDataset",
     "Metadata",
     "MetadataCatalog",
+    "MultiTaskDatasetMapper",
     "PadTo",
     "PhotometricDistortion",
     "RandomCropCategoryArea",
@@ -50,20 +57,27 @@ __all__ = [
     "ResizeShortestEdge",
     "SemSegDatasetMapper",
     "SerializedList",
+    "SourceBatchSampler",
     "SyntheticParams",
     "TrainingSampler",
     "apply_transforms",
     "build_augmentation",
     "build_mapper",
+    "build_multitask_train_loader",
     "build_test_loader",
     "build_train_loader",
     "check_image_size",
     "get_dataset_dicts",
     "label_lookup_table",
+    "load_broden",
     "load_sem_seg",
+    "multitask_metadata",
     "read_image",
+    "read_multitask_label",
     "read_sem_seg",
+    "register_multitask",
     "register_sem_seg",
+    "register_synthetic_multitask",
     "register_synthetic_scenes",
     "trivial_batch_collator",
     "worker_init_reset_seed",

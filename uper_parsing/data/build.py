@@ -16,11 +16,12 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..utils import comm
 from .catalog import DatasetCatalog, MetadataCatalog
 from .mappers import build_mapper
-from .samplers import InferenceSampler, TrainingSampler
+from .samplers import InferenceSampler, SourceBatchSampler, TrainingSampler
 
 __all__ = [
     "get_dataset_dicts",
     "build_train_loader",
+    "build_multitask_train_loader",
     "build_test_loader",
     "trivial_batch_collator",
     "worker_init_reset_seed",
@@ -34,6 +35,18 @@ logger = logging.getLogger(__name__)
 # Metadata that every dataset trained on together must share.
 _SHARED_METADATA = ("stuff_classes", "ignore_label", "reduce_zero_label", "label_id_map")
 _TRAIN_SAMPLERS = {"TrainingSampler": TrainingSampler}
+# Metadata that multi-task datasets trained on together must share (one reader, one model).
+_SHARED_MULTITASK_METADATA = (
+    "object_classes",
+    "part_classes",
+    "object_parts",
+    "material_classes",
+    "scene_classes",
+    "texture_classes",
+    "ignore_label",
+    "label_numbers",
+    "ignored_numbers",
+)
 
 
 def get_dataset_dicts(names: str | Sequence[str]) -> list[dict]:
@@ -53,11 +66,13 @@ def get_dataset_dicts(names: str | Sequence[str]) -> list[dict]:
     return dicts
 
 
-def _check_metadata_consistency(names: Sequence[str]) -> None:
+def _check_metadata_consistency(
+    names: Sequence[str], keys: Sequence[str] = _SHARED_METADATA
+) -> None:
     first = MetadataCatalog.get(names[0])
     for name in names[1:]:
         other = MetadataCatalog.get(name)
-        for key in _SHARED_METADATA:
+        for key in keys:
             if first.get(key) != other.get(key):
                 raise ValueError(
                     f"Datasets '{names[0]}' and '{name}' disagree on metadata '{key}': "
@@ -160,8 +175,9 @@ def _worker_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def _images_per_worker(cfg: Any) -> int:
-    total, world = cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size()
+def _images_per_worker(cfg: Any, world_size: int | None = None) -> int:
+    total = cfg.SOLVER.IMS_PER_BATCH
+    world = comm.get_world_size() if world_size is None else world_size
     if total <= 0 or total % world != 0:
         raise ValueError(
             f"SOLVER.IMS_PER_BATCH ({total}) must be a positive multiple of the number of "
@@ -176,8 +192,12 @@ def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -
     Dataset dicts of ``DATASETS.TRAIN`` are mapped by ``mapper`` (default: ``build_mapper(cfg,
     True)``) in ``DATALOADER.NUM_WORKERS`` workers, in the order of a seeded ``TrainingSampler``
     (``SEED``, or a shared random seed when negative) sharded by rank, and grouped by aspect ratio
-    when ``DATALOADER.ASPECT_RATIO_GROUPING``.
+    when ``DATALOADER.ASPECT_RATIO_GROUPING``. Multi-task datasets (metadata with ``sources``)
+    go to ``build_multitask_train_loader``.
     """
+    names = cfg.DATASETS.TRAIN
+    if len(names) and MetadataCatalog.get(names[0]).get("sources") is not None:
+        return build_multitask_train_loader(cfg, mapper)
     batch_size = _images_per_worker(cfg)
     dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
     mapper = mapper if mapper is not None else build_mapper(cfg, True)
@@ -201,6 +221,76 @@ def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -
         return AspectRatioGroupedDataset(loader, batch_size)
     return DataLoader(
         stream, batch_size=batch_size, drop_last=True, collate_fn=trivial_batch_collator, **common
+    )
+
+
+class _BatchStream(IterableDataset):
+    """Mapped batches in the order of a batch sampler; each loader worker maps every n-th batch
+    (the loader takes the workers in turn, so the batch order is kept)."""
+
+    def __init__(self, dataset: Dataset, batch_sampler: Iterable[list[int]]) -> None:
+        self._dataset = dataset
+        self._batch_sampler = batch_sampler
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        info = get_worker_info()
+        batches = iter(self._batch_sampler)
+        if info is not None and info.num_workers > 1:
+            batches = itertools.islice(batches, info.id, None, info.num_workers)
+        for batch in batches:
+            yield [self._dataset[i] for i in batch]
+
+
+def source_indices(dicts: Sequence[dict]) -> dict[str, list[int]]:
+    """{source name: indices of its dicts}, sources in order of first appearance."""
+    out: dict[str, list[int]] = {}
+    for i, d in enumerate(dicts):
+        if "source" not in d:
+            raise ValueError(f"Multi-task dataset dict of {d.get('file_name')} has no 'source'")
+        out.setdefault(d["source"], []).append(i)
+    return out
+
+
+def build_multitask_train_loader(
+    cfg: Any,
+    mapper: Callable[[dict], dict] | None = None,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> Iterable:
+    """Infinite loader of multi-task training batches: ``list[dict]`` of
+    ``IMS_PER_BATCH // world_size``, every batch from one source.
+
+    The source of each step is drawn in proportion to its number of images with a generator
+    seeded by ``SEED`` (or a shared random seed), the same on every process; each process maps
+    its own images of that source (``SourceBatchSampler``) in ``DATALOADER.NUM_WORKERS`` workers.
+    The datasets of ``DATASETS.TRAIN`` must share their multi-task metadata.
+
+    Args:
+        mapper: default ``build_mapper(cfg, True)`` (``INPUT.DATASET_MAPPER_NAME = "multitask"``).
+        rank / world_size: this process's shard; default from ``torch.distributed``.
+    """
+    names = list(cfg.DATASETS.TRAIN)
+    dicts = get_dataset_dicts(names)
+    _check_metadata_consistency(names, _SHARED_MULTITASK_METADATA)
+    world = comm.get_world_size() if world_size is None else int(world_size)
+    batch_size = _images_per_worker(cfg, world)
+    mapper = mapper if mapper is not None else build_mapper(cfg, True)
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    sampler = SourceBatchSampler(
+        source_indices(dicts), batch_size, seed, rank=rank, world_size=world
+    )
+    logger.info("Multi-task sources: %s", {n: len(i) for n, i in source_indices(dicts).items()})
+    stream = _BatchStream(MapDataset(SerializedList(dicts), mapper), sampler)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    return DataLoader(
+        stream,
+        batch_size=None,
+        collate_fn=_identity,
+        num_workers=workers,
+        worker_init_fn=worker_init_reset_seed,
+        generator=_worker_generator(seed),
+        persistent_workers=workers > 0,
     )
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data.sampler import Sampler
 
 from ..utils import comm
 
-__all__ = ["TrainingSampler", "InferenceSampler"]
+__all__ = ["TrainingSampler", "InferenceSampler", "SourceBatchSampler"]
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -87,3 +88,69 @@ class InferenceSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._local_indices)
+
+
+class SourceBatchSampler:
+    """Infinite stream of this process's batches, each from ONE source (multi-task training).
+
+    For every global batch, a source is drawn with probability proportional to its number of
+    images from a generator seeded by ``seed`` alone, so all processes draw the same source. The
+    next ``batch_size * world_size`` indices of that source's own shuffled stream (a new
+    permutation each time it is used up) form the global batch; process ``rank`` keeps the
+    ``rank``-th ``batch_size`` of them, so processes never share an image in a step.
+    """
+
+    def __init__(
+        self,
+        source_indices: Mapping[str, Sequence[int]],
+        batch_size: int,
+        seed: int | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        """
+        Args:
+            source_indices: {source name: dataset indices of its images} (each non-empty).
+            batch_size: images per batch of this process.
+            seed: seed of the stream; None draws one shared by all processes.
+            rank / world_size: this process's shard; default from ``torch.distributed``.
+        """
+        if not source_indices:
+            raise ValueError("SourceBatchSampler needs at least one source")
+        empty = [name for name, ids in source_indices.items() if len(ids) == 0]
+        if empty:
+            raise ValueError(f"Sources without images: {empty}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.sources = list(source_indices)
+        self._indices = [
+            torch.as_tensor(list(source_indices[n]), dtype=torch.long) for n in self.sources
+        ]
+        self._batch_size = int(batch_size)
+        self._seed = int(comm.shared_random_seed() if seed is None else seed)
+        self._rank, self._world_size = _rank_and_world(rank, world_size)
+
+    def _stream(self, k: int) -> Iterator[int]:
+        """Endless shuffled indices of source ``k`` (the same on every process)."""
+        g = torch.Generator()
+        g.manual_seed(int(np.random.SeedSequence([self._seed, k + 1]).generate_state(1)[0]))
+        indices = self._indices[k]
+        while True:
+            yield from indices[torch.randperm(len(indices), generator=g)].tolist()
+
+    def source_stream(self) -> Iterator[int]:
+        """The endless sequence of drawn source positions (in ``self.sources``), one per batch."""
+        g = torch.Generator()
+        g.manual_seed(self._seed)
+        sizes = torch.tensor([len(i) for i in self._indices], dtype=torch.float64)
+        while True:
+            yield int(torch.multinomial(sizes, 1, generator=g))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        streams = [self._stream(k) for k in range(len(self.sources))]
+        total = self._batch_size * self._world_size
+        begin = self._rank * self._batch_size
+        for k in self.source_stream():
+            batch = list(itertools.islice(streams[k], total))
+            yield batch[begin : begin + self._batch_size]

@@ -65,10 +65,34 @@ def _spread(count: int, total: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
 
 
+def _sem_seg_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
+    """[image | prediction | ground truth] of a semantic dataset's image."""
+    from ..data import read_sem_seg
+    from ..utils.visualizer import visualize_sem_seg_prediction
+
+    prediction = outputs["sem_seg"].argmax(dim=0).cpu().numpy()
+    gt = None
+    if "sem_seg_file_name" in d:
+        gt = read_sem_seg(d["sem_seg_file_name"], metadata, expected_hw=prediction.shape)
+    return visualize_sem_seg_prediction(image, prediction, metadata, gt)
+
+
+def _multitask_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
+    """[image | object | part | material] + scene / texture of a multi-task dataset's image."""
+    from ..utils.multitask_visualizer import visualize_multitask_prediction
+
+    return visualize_multitask_prediction(image, outputs, metadata, inputs=d)
+
+
+# how a picture of one prediction is drawn, by the dataset's metadata.evaluator_type
+PICTURE_DRAWERS = {"sem_seg": _sem_seg_picture, "multitask": _multitask_picture}
+
+
 def write_prediction_pictures(
     cfg: Any, model: nn.Module, dataset_name: str, output_dir: str, num_images: int | None = None
 ) -> list[str]:
-    """Write [image | prediction | ground truth] pictures of ``num_images`` images of a dataset.
+    """Write pictures of the predictions on ``num_images`` images of a dataset, drawn as its
+    ``metadata.evaluator_type`` asks (semantic: [image | prediction | ground truth]).
 
     Args:
         num_images: how many (spread over the dataset); default ``TEST.VIS_NUM_IMAGES``.
@@ -76,24 +100,25 @@ def write_prediction_pictures(
     Returns:
         The paths written, ``output_dir/<dataset_name>_<image_id>.png``.
     """
-    from ..data import DatasetCatalog, MetadataCatalog, read_image, read_sem_seg
-    from ..utils.visualizer import save_image, visualize_sem_seg_prediction
+    from ..data import DatasetCatalog, MetadataCatalog, read_image
+    from ..utils.visualizer import save_image
 
     num_images = cfg.TEST.VIS_NUM_IMAGES if num_images is None else num_images
     dicts = DatasetCatalog.get(dataset_name)
     metadata = MetadataCatalog.get(dataset_name)
+    draw = PICTURE_DRAWERS.get(metadata.get("evaluator_type", "sem_seg"))
+    if draw is None:
+        logger.warning("No pictures for %s: evaluator_type has no drawer", dataset_name)
+        return []
     predictor = DefaultPredictor(cfg, model=model)
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     for idx in _spread(num_images, len(dicts)):
         d = dicts[idx]
         image = read_image(d["file_name"], format=cfg.INPUT.FORMAT)
-        prediction = predictor(image)["sem_seg"].argmax(dim=0).cpu().numpy()
-        gt = None
-        if "sem_seg_file_name" in d:
-            gt = read_sem_seg(d["sem_seg_file_name"], metadata, expected_hw=prediction.shape)
+        outputs = predictor(image)
         rgb = image if cfg.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
-        picture = visualize_sem_seg_prediction(rgb, prediction, metadata, gt)
+        picture = draw(np.ascontiguousarray(rgb), outputs, d, metadata)
         image_id = d.get("image_id", os.path.splitext(os.path.basename(d["file_name"]))[0])
         path = os.path.join(output_dir, f"{dataset_name}_{image_id}.png")
         save_image(picture, path)

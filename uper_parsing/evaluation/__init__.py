@@ -6,16 +6,19 @@ from .evaluator import (
     inference_on_dataset,
     print_csv_format,
 )
+from .multitask_evaluation import MultiTaskEvaluator, part_metrics
 from .sem_seg_evaluation import SemSegEvaluator, sem_seg_metrics
 
 __all__ = [
     "EVALUATOR_REGISTRY",
     "DatasetEvaluator",
     "DatasetEvaluators",
+    "MultiTaskEvaluator",
     "SemSegEvaluator",
     "build_evaluator",
     "inference_context",
     "inference_on_dataset",
+    "part_metrics",
     "print_csv_format",
     "register_evaluator",
     "sem_seg_metrics",

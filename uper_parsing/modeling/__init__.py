@@ -3,7 +3,12 @@
 from ..layers import ShapeSpec
 from .backbone import BACKBONE_REGISTRY, FPN, Backbone, ResNet, build_backbone
 from .inference import InferenceSettings, run_inference
-from .meta_arch import META_ARCH_REGISTRY, SemanticSegmentor, build_model
+from .meta_arch import (
+    META_ARCH_REGISTRY,
+    SemanticSegmentor,
+    UnifiedPerceptualParser,
+    build_model,
+)
 from .postprocessing import sem_seg_postprocess
 from .sem_seg_heads import (
     SEM_SEG_HEADS_REGISTRY,
@@ -32,6 +37,7 @@ __all__ = [
     "META_ARCH_REGISTRY",
     "build_model",
     "SemanticSegmentor",
+    "UnifiedPerceptualParser",
     "InferenceSettings",
     "run_inference",
     "sem_seg_postprocess",

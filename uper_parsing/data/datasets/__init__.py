@@ -1,6 +1,7 @@
 """Dataset loaders and registrations. Importing this package registers the builtin datasets."""
 
 from .ade20k import register_all_ade20k
+from .broden import load_broden, register_all_broden, register_multitask
 from .paths import DATASETS_ENV, datasets_root
 from .sem_seg import (
     check_sem_seg_metadata,
@@ -9,7 +10,7 @@ from .sem_seg import (
     load_sem_seg,
     register_sem_seg,
 )
-from .synthetic import SyntheticParams, register_synthetic_scenes
+from .synthetic import SyntheticParams, register_synthetic_multitask, register_synthetic_scenes
 
 __all__ = [
     "DATASETS_ENV",
@@ -18,9 +19,13 @@ __all__ = [
     "datasets_root",
     "distinct_colors",
     "image_size",
+    "load_broden",
     "load_sem_seg",
     "register_all_ade20k",
+    "register_all_broden",
+    "register_multitask",
     "register_sem_seg",
+    "register_synthetic_multitask",
     "register_synthetic_scenes",
 ]
 
@@ -32,6 +37,10 @@ def _register_builtin() -> None:
         register_all_ade20k()
     if "synthetic_scenes_sem_seg_train" not in DatasetCatalog:
         register_synthetic_scenes("synthetic_scenes")
+    if "broden_multitask_train" not in DatasetCatalog:
+        register_all_broden()
+    if "synthetic_scenes_multitask_train" not in DatasetCatalog:
+        register_synthetic_multitask("synthetic_scenes")
 
 
 _register_builtin()

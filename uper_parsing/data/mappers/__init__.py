@@ -1,6 +1,7 @@
 """Dataset mappers (dataset dict -> model input), registered in ``MAPPER_REGISTRY``."""
 
 from .build import MAPPER_REGISTRY, build_mapper
+from .multitask import MultiTaskDatasetMapper
 from .sem_seg import SemSegDatasetMapper
 
-__all__ = ["MAPPER_REGISTRY", "SemSegDatasetMapper", "build_mapper"]
+__all__ = ["MAPPER_REGISTRY", "MultiTaskDatasetMapper", "SemSegDatasetMapper", "build_mapper"]

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from ...config import configurable
-from ...layers import stack_padded
 from ..backbone import Backbone, build_backbone
 from ..inference import InferenceSettings, run_inference
 from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import build_aux_head, build_sem_seg_head
 from .build import META_ARCH_REGISTRY
+from .preprocessing import normalize_and_pad, stack_label_maps
 
 __all__ = ["SemanticSegmentor"]
 
@@ -95,11 +95,9 @@ class SemanticSegmentor(nn.Module):
         Returns: Tensor (N, 3, H, W) with H, W multiples of ``size_divisibility``, and the
         (h, w) of every image inside it.
         """
-        images = [
-            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
-        ]
-        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        return stack_padded(images, self.size_divisibility, 0.0), sizes
+        return normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
+        )
 
     def preprocess_targets(
         self, batched_inputs: list[dict], image_sizes: list[tuple[int, int]]
@@ -108,15 +106,14 @@ class SemanticSegmentor(nn.Module):
 
         Returns: Tensor (N, H, W) long, the size of the padded image batch.
         """
-        targets = []
-        for i, (x, size) in enumerate(zip(batched_inputs, image_sizes)):
-            if "sem_seg" not in x:
-                raise ValueError(f"training input {i} has no 'sem_seg'")
-            target = x["sem_seg"].to(self.device, dtype=torch.long)
-            if tuple(target.shape[-2:]) != size:
-                raise ValueError(f"input {i}: sem_seg {tuple(target.shape)} != image size {size}")
-            targets.append(target)
-        return stack_padded(targets, self.size_divisibility, self.sem_seg_head.ignore_value)
+        return stack_label_maps(
+            batched_inputs,
+            "sem_seg",
+            image_sizes,
+            size_divisibility=self.size_divisibility,
+            ignore_value=self.sem_seg_head.ignore_value,
+            device=self.device,
+        )
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """images: Tensor (N, 3, H, W) normalised. Returns: Tensor (N, K, H/s, W/s) head logits."""

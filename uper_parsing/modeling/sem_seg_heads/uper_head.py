@@ -72,12 +72,16 @@ class UPerNetHead(SemSegHead):
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         return {**head_config(cfg, input_shape), "pool_scales": cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES}
 
-    def forward_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward_features(
+        self, features: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """features: {name: Tensor (N, C_i, H/s_i, W/s_i)}.
 
         Returns:
             "ppm": Tensor (N, convs_dim, H/s_top, W/s_top), the PPM bottleneck on the top level;
-            "fused": Tensor (N, convs_dim, H/s_0, W/s_0), the fused pyramid at the finest stride.
+            "fused": Tensor (N, convs_dim, H/s_0, W/s_0), the fused pyramid at the finest stride;
+            "fpn": list of Tensor (N, convs_dim, H/s_i, W/s_i), the FPN levels finest first (the
+            last one is "ppm").
         """
         ppm = self.bottleneck(self.ppm(features[self.in_features[-1]]))
         laterals = [conv(features[f]) for f, conv in zip(self.in_features, self.lateral_convs)]
@@ -87,7 +91,7 @@ class UPerNetHead(SemSegHead):
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)] + [ppm]
         size = outs[0].shape[-2:]
         fused = self.fpn_bottleneck(torch.cat([resize_to(x, size) for x in outs], dim=1))
-        return {"ppm": ppm, "fused": fused}
+        return {"ppm": ppm, "fused": fused, "fpn": outs}
 
     def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """features: {name: Tensor (N, C_i, H/s_i, W/s_i)}. Returns: Tensor (N, K, H/s_0, W/s_0)."""

@@ -2,9 +2,11 @@
 
 ``render_scene(seed, index, size) -> SceneRecord`` renders a scene (image, object / instance /
 part / material maps, scene type); ``SCENE_WRITERS`` turn records into file formats;
-``prepare_synthetic_scenes`` writes a whole set once; ``register_synthetic_scenes`` registers it.
+``prepare_synthetic_scenes`` writes a whole set once; ``register_synthetic_scenes`` /
+``register_synthetic_multitask`` register it.
 """
 
+from .broden_writer import TEXTURE_CLASSES, BrodenSceneWriter
 from .generate import (
     GENERATOR_VERSION,
     SyntheticParams,
@@ -13,7 +15,12 @@ from .generate import (
     prepare_synthetic_scenes,
 )
 from .record import InstanceInfo, SceneRecord
-from .register import register_synthetic_scenes, synthetic_folder
+from .register import (
+    DEFAULT_SYNTHETIC_PARAMS,
+    register_synthetic_multitask,
+    register_synthetic_scenes,
+    synthetic_folder,
+)
 from .render import render_scene
 from .spec import (
     SCENE_TYPES,
@@ -26,6 +33,7 @@ from .spec import (
 from .writers import SCENE_WRITERS, AdeSceneWriter, SceneWriter
 
 __all__ = [
+    "DEFAULT_SYNTHETIC_PARAMS",
     "GENERATOR_VERSION",
     "SCENE_TYPES",
     "SCENE_WRITERS",
@@ -34,7 +42,9 @@ __all__ = [
     "SYNTHETIC_CLASS_NAMES",
     "SYNTHETIC_MATERIALS",
     "SYNTHETIC_PARTS",
+    "TEXTURE_CLASSES",
     "AdeSceneWriter",
+    "BrodenSceneWriter",
     "InstanceInfo",
     "SceneRecord",
     "SceneWriter",
@@ -42,6 +52,7 @@ __all__ = [
     "generate_synthetic_scenes",
     "is_up_to_date",
     "prepare_synthetic_scenes",
+    "register_synthetic_multitask",
     "register_synthetic_scenes",
     "render_scene",
     "synthetic_folder",

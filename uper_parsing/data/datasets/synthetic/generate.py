@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import broden_writer  # noqa: F401  (registers the "broden" format)
 from .render import render_scene
 from .spec import SCENE_TYPES, SYNTHETIC_CLASS_NAMES, SYNTHETIC_MATERIALS, SYNTHETIC_PARTS
 from .writers import SCENE_WRITERS
@@ -103,7 +104,7 @@ def generate_synthetic_scenes(folder: str | Path, params: SyntheticParams) -> No
     ``folder`` (written in place: use ``prepare_synthetic_scenes`` for an atomic, locked update).
     """
     folder = Path(folder)
-    writers = [SCENE_WRITERS[f](folder) for f in params.formats]
+    writers = [SCENE_WRITERS[f](folder, seed=params.seed) for f in params.formats]
     for split, indices in split_indices(params).items():
         for i, index in enumerate(indices):
             record = render_scene(params.seed, index, params.image_size)

@@ -5,14 +5,33 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from ...catalog import DatasetCatalog, MetadataCatalog
+from ...multitask_utils import multitask_metadata
 from ..ade20k import register_ade_style
+from ..broden import load_broden
 from ..paths import datasets_root
 from ..sem_seg import load_sem_seg
+from .broden_writer import (
+    BRODEN_SUBDIR,
+    synthetic_broden_classes,
+    synthetic_part_hierarchy,
+    synthetic_sources,
+)
 from .generate import SyntheticParams, prepare_synthetic_scenes
 from .spec import SYNTHETIC_CLASS_COLORS, SYNTHETIC_CLASS_NAMES
 from .writers import ADE_SPLIT_DIRS
 
-__all__ = ["register_synthetic_scenes", "synthetic_folder"]
+__all__ = [
+    "DEFAULT_SYNTHETIC_PARAMS",
+    "register_synthetic_multitask",
+    "register_synthetic_scenes",
+    "synthetic_folder",
+    "synthetic_multitask_metadata",
+]
+
+# The builtin set: both layouts in one folder, so the semantic and the multi-task registrations
+# share one generated set (the ADE files are the same bytes as with formats=("ade",)).
+DEFAULT_SYNTHETIC_PARAMS = SyntheticParams(formats=("ade", "broden"))
 
 
 def synthetic_folder(dirname: str) -> Path:
@@ -41,13 +60,14 @@ def register_synthetic_scenes(
 
     Args:
         prefix: start of the dataset names.
-        params: generation parameters (default ``SyntheticParams()``: 128 px, 600 / 100 images).
+        params: generation parameters (default ``DEFAULT_SYNTHETIC_PARAMS``: 128 px, 600 / 100
+            images, ADE and Broden layouts).
         dirname: folder under ``$UPER_PARSING_DATASETS`` (default: ``prefix``).
 
     Returns:
         The registered names.
     """
-    params = params or SyntheticParams()
+    params = params or DEFAULT_SYNTHETIC_PARAMS
     dirname = dirname or prefix
     if "ade" not in params.formats:
         raise ValueError("Synthetic semantic datasets are read from the 'ade' format")
@@ -61,6 +81,58 @@ def register_synthetic_scenes(
             colors=SYNTHETIC_CLASS_COLORS,
             image_root=functools.partial(_ade_dir, dirname, "images", split),
             sem_seg_root=functools.partial(_ade_dir, dirname, "annotations", split),
+        )
+        names.append(name)
+    return names
+
+
+def _broden_dir(dirname: str) -> str:
+    return str(synthetic_folder(dirname) / BRODEN_SUBDIR)
+
+
+def _load_multitask(dirname: str, params: SyntheticParams, split: str) -> list[dict]:
+    prepare_synthetic_scenes(synthetic_folder(dirname), params)
+    return load_broden(_broden_dir(dirname), split)
+
+
+def synthetic_multitask_metadata(params: SyntheticParams, split: str) -> dict:
+    """Multi-task metadata of a synthetic split (from the spec and ``params``; no disk)."""
+    num = params.num_train if split == "train" else params.num_val
+    return multitask_metadata(
+        classes=synthetic_broden_classes(),
+        part_hierarchy=synthetic_part_hierarchy(),
+        sources=synthetic_sources(num, split),
+        object_colors=SYNTHETIC_CLASS_COLORS,
+        where="synthetic scenes",
+    )
+
+
+def register_synthetic_multitask(
+    prefix: str = "synthetic_scenes",
+    *,
+    params: SyntheticParams | None = None,
+    dirname: str | None = None,
+) -> list[str]:
+    """Register ``<prefix>_multitask_train`` / ``<prefix>_multitask_val`` (Broden-style layout
+    under ``<dirname>/broden``; sources "scenes", "materials" (train) and "textures").
+
+    Args:
+        prefix / params / dirname: as for ``register_synthetic_scenes``; ``params.formats`` must
+            hold "broden". Use the same params as the semantic registration of the same folder.
+
+    Returns:
+        The registered names.
+    """
+    params = params or DEFAULT_SYNTHETIC_PARAMS
+    dirname = dirname or prefix
+    if "broden" not in params.formats:
+        raise ValueError("Synthetic multi-task datasets are read from the 'broden' format")
+    names = []
+    for split in ("train", "val"):
+        name = f"{prefix}_multitask_{split}"
+        DatasetCatalog.register(name, functools.partial(_load_multitask, dirname, params, split))
+        MetadataCatalog.get(name).set(**synthetic_multitask_metadata(params, split)).set_lazy(
+            root=functools.partial(_broden_dir, dirname)
         )
         names.append(name)
     return names

@@ -1,9 +1,9 @@
 """Writers turn ``SceneRecord``s into dataset files; the renderer knows nothing about formats.
 
 ``AdeSceneWriter`` writes the ADE20K layout (JPEG images, PNG class maps with 0 = unlabelled).
-A COCO-panoptic writer (from ``object`` + ``instance`` + ``instances``) or a Broden-style writer
-(``part`` / ``material`` maps, ``scene``) is another ``SceneWriter`` subclass registered in
-``SCENE_WRITERS``; the renderer does not change.
+``BrodenSceneWriter`` (``broden_writer.py``) writes the Broden-style multi-task layout. A
+COCO-panoptic writer (from ``object`` + ``instance`` + ``instances``) is another ``SceneWriter``
+subclass registered in ``SCENE_WRITERS``; the renderer does not change.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import abc
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from .record import SceneRecord
 
@@ -27,9 +28,10 @@ class SceneWriter(abc.ABC):
     formats with one file per split (COCO JSON, Broden CSV) can be written at the end.
     """
 
-    def __init__(self, root: str | Path, *, jpeg_quality: int = 92) -> None:
+    def __init__(self, root: str | Path, *, jpeg_quality: int = 92, seed: int = 0) -> None:
         self.root = Path(root)
         self.jpeg_quality = jpeg_quality
+        self.seed = seed  # seed of the set, for writers that draw extra content (texture crops)
 
     @abc.abstractmethod
     def write(self, record: SceneRecord, split: str, stem: str) -> None:
@@ -38,9 +40,11 @@ class SceneWriter(abc.ABC):
     def finish(self, split: str) -> None:  # noqa: B027 - optional hook
         """Called after the last record of ``split``."""
 
-    def _write_jpeg(self, path: Path, record: SceneRecord) -> None:
+    def _write_jpeg(self, path: Path, record: SceneRecord | np.ndarray) -> None:
+        """Write ``record.image`` (or an (H, W, 3) RGB array) as JPEG."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        bgr = cv2.cvtColor(record.image, cv2.COLOR_RGB2BGR)
+        image = record if isinstance(record, np.ndarray) else record.image
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]):
             raise OSError(f"Could not write {path}")
 

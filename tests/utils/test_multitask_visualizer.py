@@ -1,0 +1,89 @@
+"""visualize_multitask_prediction: shapes, panels, part ids from the predicted object's slice."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from uper_parsing.utils.multitask_visualizer import part_label_map, visualize_multitask_prediction
+from uper_parsing.utils.visualizer import _PANEL_RGB
+
+META = SimpleNamespace(
+    object_classes=["wall", "chair", "floor"],
+    object_colors=[[120, 120, 120], [200, 80, 40], [80, 50, 50]],
+    part_classes=["chair/seat", "chair/leg"],
+    object_parts=[[], [0, 1], []],
+    material_classes=["wood", "fabric"],
+    material_colors=[[150, 100, 50], [60, 120, 200]],
+    scene_classes=["kitchen", "bedroom"],
+    texture_classes=["striped", "dotted"],
+    ignore_label=255,
+)
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    return torch.from_numpy(np.moveaxis(np.eye(num_classes, dtype=np.float32)[labels], -1, 0))
+
+
+def case(height: int = 60, width: int = 90):
+    image = np.full((height, width, 3), 200, np.uint8)
+    obj = np.zeros((height, width), int)
+    obj[height // 2 :, : width // 2] = 1
+    obj[-5:] = 2
+    part = np.zeros((height, width), int)
+    part[3 * height // 4 :] = 1
+    outputs = {
+        "object": one_hot(obj, 3),
+        "part": one_hot(part, 2),
+        "material": one_hot((obj == 1).astype(int), 2),
+        "scene": torch.tensor([0.1, 3.0]),
+        "texture": torch.tensor([2.0, 0.0]),
+    }
+    return image, obj, part, outputs
+
+
+def test_part_label_map_uses_the_predicted_objects_slice():
+    _, obj, part, outputs = case()
+    parts = part_label_map(obj, outputs["part"], META.object_parts)
+    assert parts.dtype == np.int64 and parts.shape == obj.shape
+    assert np.all(parts[obj != 1] == -1)  # wall / floor own no parts
+    assert np.array_equal(parts[obj == 1], part[obj == 1])
+
+
+def test_picture_has_four_panels_and_a_text_strip():
+    image, _, _, outputs = case()
+    inputs = {"tasks": ["object", "part", "scene"], "scene": 1}
+    picture = visualize_multitask_prediction(image, outputs, META, inputs, min_short_side=120)
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+    # Four 180-pixel panels (upscaled 2x) side by side, plus gaps.
+    assert 4 * 180 <= picture.shape[1] < 4 * 180 + 100
+    # Panels: coloured pixels (the blended label maps) in each of the four columns.
+    top = picture[40:150]
+    coloured = np.abs(top.astype(int) - np.array(_PANEL_RGB)).sum(-1) > 30
+    column_width = picture.shape[1] // 4
+    for index in range(4):
+        assert coloured[:, index * column_width : (index + 1) * column_width].any(), index
+    # The text strip below the panels has dark ink on the panel background.
+    strip = picture[-30:]
+    assert (strip.sum(-1) < 200).any() and (strip == 255).all(-1).mean() > 0.5
+
+
+def test_texture_line_only_for_texture_crops():
+    image, _, _, outputs = case()
+    scene_only = visualize_multitask_prediction(image, outputs, META, {"tasks": ["scene"]})
+    crop = visualize_multitask_prediction(
+        image, outputs, META, {"tasks": ["texture"], "texture": 0}
+    )
+    assert crop.shape[1] == scene_only.shape[1]
+    assert crop.shape[0] > scene_only.shape[0]  # one more text line
+    no_inputs = visualize_multitask_prediction(image, outputs, META)
+    assert no_inputs.shape == scene_only.shape
+
+
+def test_missing_maps_are_left_out():
+    image, _, _, outputs = case()
+    only_scene = {"scene": outputs["scene"]}
+    picture = visualize_multitask_prediction(image, only_scene, META, min_short_side=120)
+    assert picture.shape[1] < 200  # the image panel alone
