@@ -115,3 +115,23 @@ def test_resume_continues_from_last_checkpoint(datasets_dir, tmp_path):
     assert "Resuming training at iteration 8" in log
     lines = [json.loads(line) for line in (out / "metrics.json").open()]
     assert [line["iteration"] for line in lines if "total_loss" in line][-1] == 9
+
+
+# chance: scene 1/3, texture 1/18; object / material mIoU of a constant guess is under 10
+MULTITASK_FLOORS = {
+    ("scene", "top1"): 70.0,
+    ("object", "mIoU"): 60.0,
+    ("part", "mIoU"): 45.0,
+    ("material", "mIoU"): 45.0,
+    ("texture", "top1"): 15.0,
+}
+
+
+def test_unified_parsing_quickstart_beats_chance_on_every_task(datasets_dir, tmp_path):
+    out = tmp_path / "multitask"
+    config = "configs/quickstart/unified_parsing_R18_synthetic.yaml"
+    run_train_net(datasets_dir, "--config-file", config, "OUTPUT_DIR", str(out))
+    results = read_results(out)
+    for (task, metric), floor in MULTITASK_FLOORS.items():
+        assert results[task][metric] >= floor, (task, metric, results[task])
+    assert len(list((out / "vis").glob("*.png"))) == 4

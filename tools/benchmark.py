@@ -56,8 +56,9 @@ def benchmark_train(cfg: Any, iters: int, warmup: int) -> dict[str, Any]:
             _sync(device)
             if it >= warmup:
                 step_times.append(time.perf_counter() - start)
-            for name, (value, _) in storage.latest().items():
-                if name.startswith("loss_") or name == "total_loss":
+            for name, (value, at) in storage.latest().items():
+                # multi-task batches train some heads only: keep the losses of this step
+                if at == it and (name.startswith("loss_") or name == "total_loss"):
                     losses.setdefault(name, []).append(float(value))
             storage.step()
     median = statistics.median(step_times)

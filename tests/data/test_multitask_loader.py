@@ -99,3 +99,16 @@ def test_loader_batches_come_from_one_source(tiny_root, monkeypatch, workers):
         for b0, b1 in zip(*per_rank):
             assert len(b0) == len(b1) == 2 and b0[0]["source"] == b1[0]["source"]
             assert not {d["file_name"] for d in b0} & {d["file_name"] for d in b1}
+
+
+def test_second_phase_draws_only_texture_batches(tiny_root, monkeypatch):
+    monkeypatch.setenv(DATASETS_ENV, str(tiny_root))
+    train, _ = prepare_tiny_multitask(tiny_root)
+    cfg = _cfg(train)
+    cfg.MODEL.MULTITASK.TEXTURE_TRAINING = "second_phase"
+    for batch in itertools.islice(build_train_loader(cfg), 6):
+        assert all(d["tasks"] == ["texture"] for d in batch)
+    cfg.MODEL.MULTITASK.TEXTURE_TRAINING = "joint"
+    cfg.MODEL.MULTITASK.TASKS = ["object", "scene"]  # a model without material / texture heads
+    for batch in itertools.islice(build_train_loader(cfg), 12):
+        assert {"object", "scene"} & set(batch[0]["tasks"])

@@ -251,6 +251,24 @@ def source_indices(dicts: Sequence[dict]) -> dict[str, list[int]]:
     return out
 
 
+def _with_trainable_tasks(dicts: list[dict], cfg: Any) -> list[dict]:
+    """The images that label at least one task the model trains: ``MODEL.MULTITASK.TASKS``, or
+    only "texture" when ``MODEL.MULTITASK.TEXTURE_TRAINING`` is "second_phase"."""
+    multitask = cfg.MODEL.MULTITASK
+    trainable = (
+        {"texture"} if multitask.TEXTURE_TRAINING == "second_phase" else set(multitask.TASKS)
+    )
+    kept = [d for d in dicts if trainable.intersection(d.get("tasks", ()))]
+    if not kept:
+        raise ValueError(
+            f"No image of {list(cfg.DATASETS.TRAIN)} labels a task the model trains ({trainable})"
+        )
+    if len(kept) < len(dicts):
+        logger.info("Training on %d of %d images: the rest label none of %s", len(kept),
+                    len(dicts), sorted(trainable))  # fmt: skip
+    return kept
+
+
 def build_multitask_train_loader(
     cfg: Any,
     mapper: Callable[[dict], dict] | None = None,
@@ -271,7 +289,7 @@ def build_multitask_train_loader(
         rank / world_size: this process's shard; default from ``torch.distributed``.
     """
     names = list(cfg.DATASETS.TRAIN)
-    dicts = get_dataset_dicts(names)
+    dicts = _with_trainable_tasks(get_dataset_dicts(names), cfg)
     _check_metadata_consistency(names, _SHARED_MULTITASK_METADATA)
     world = comm.get_world_size() if world_size is None else int(world_size)
     batch_size = _images_per_worker(cfg, world)

@@ -120,7 +120,8 @@ def write_prediction_pictures(
         rgb = image if cfg.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
         picture = draw(np.ascontiguousarray(rgb), outputs, d, metadata)
         image_id = d.get("image_id", os.path.splitext(os.path.basename(d["file_name"]))[0])
-        path = os.path.join(output_dir, f"{dataset_name}_{image_id}.png")
+        safe_id = str(image_id).replace("/", "_")  # Broden ids carry their folder
+        path = os.path.join(output_dir, f"{dataset_name}_{safe_id}.png")
         save_image(picture, path)
         paths.append(path)
     return paths
