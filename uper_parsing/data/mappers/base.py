@@ -1,0 +1,103 @@
+"""``LabelMapsMapper``: what every dense-label mapper shares (read, one joint transform, output)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ...config import configurable
+from ..catalog import MetadataCatalog
+from ..detection_utils import check_image_size, read_image
+from ..transforms import apply_transforms, build_augmentation
+
+__all__ = ["LabelMapsMapper"]
+
+
+class LabelMapsMapper:
+    """Read an image and, when training, its label maps (``read_labels``, defined by subclasses),
+    move them together with one joint transform, and return the model input.
+
+    Output dict (a deep copy of the input plus):
+        ``image``: Tensor (3, H, W) uint8 in ``image_format``, after augmentation.
+        one Tensor (H, W) int64 per label map ``read_labels`` returned (training only).
+        ``height`` / ``width``: the original image size (what results are returned at).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: v2.Transform | Sequence[v2.Transform] | None,
+        image_format: str = "RGB",
+        metadata: Any = None,
+        check_labels: bool = True,
+    ) -> None:
+        """
+        Args:
+            is_train: read and transform label maps (True) or only the image (False).
+            augmentations: joint transform (or list of them) over image + label maps.
+            image_format: "RGB" or "BGR" channel order of ``image``.
+            metadata: the dataset's ``Metadata`` (label mapping, classes, ignore label); needed
+                when ``is_train``.
+            check_labels: check that images and labels have the size the dataset dict says.
+        """
+        if is_train and metadata is None:
+            raise ValueError(f"A training {type(self).__name__} needs the dataset's metadata")
+        if isinstance(augmentations, Sequence):
+            augmentations = v2.Compose(list(augmentations))
+        self.is_train = is_train
+        self.augmentations = augmentations
+        self.image_format = image_format
+        self.metadata = metadata
+        self.check_labels = check_labels
+
+    @classmethod
+    def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
+        names = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+        metadata = MetadataCatalog.get(names[0]) if len(names) else None
+        ignore = metadata.get("ignore_label", 255) if metadata is not None else 255
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentation(cfg, is_train, ignore_label=ignore),
+            "image_format": cfg.INPUT.FORMAT,
+            "metadata": metadata,
+            "check_labels": cfg.DATALOADER.CHECK_LABELS,
+        }
+
+    def read_labels(self, d: Mapping[str, Any], hw: tuple[int, int]) -> dict[str, np.ndarray]:
+        """The (H, W) train-id maps of one dataset dict whose image is ``hw``."""
+        raise NotImplementedError
+
+    def __call__(self, dataset_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """Map one dataset dict (``file_name`` and its label files) to a model input."""
+        d = copy.deepcopy(dict(dataset_dict))
+        image = read_image(d["file_name"], format=self.image_format)
+        if self.check_labels:
+            check_image_size(d, image)
+        hw = (int(image.shape[0]), int(image.shape[1]))
+        tensor = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
+        labels = {}
+        if self.is_train:
+            labels = {
+                k: tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(v)))
+                for k, v in self.read_labels(d, hw).items()
+            }
+        tensor, labels = apply_transforms(self.augmentations, tensor, labels)
+        d["image"] = tensor.as_subclass(torch.Tensor).contiguous()
+        for name, mask in labels.items():
+            d[name] = mask.as_subclass(torch.Tensor).long()
+        d["height"], d["width"] = hw
+        d.setdefault("image_id", os.path.splitext(os.path.basename(d["file_name"]))[0])
+        return d
+
+    def __repr__(self) -> str:
+        mode = "train" if self.is_train else "test"
+        return f"{type(self).__name__}({mode}, format={self.image_format}, {self.augmentations})"
