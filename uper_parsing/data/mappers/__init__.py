@@ -5,4 +5,10 @@ from .build import MAPPER_REGISTRY, build_mapper
 from .multitask import MultiTaskDatasetMapper
 from .sem_seg import SemSegDatasetMapper
 
-__all__ = ["LabelMapsMapper", "MAPPER_REGISTRY", "MultiTaskDatasetMapper", "SemSegDatasetMapper", "build_mapper"]
+__all__ = [
+    "LabelMapsMapper",
+    "MAPPER_REGISTRY",
+    "MultiTaskDatasetMapper",
+    "SemSegDatasetMapper",
+    "build_mapper",
+]
