@@ -39,7 +39,7 @@ from ..solver import build_gradient_clipper
 from ..solver import build_lr_scheduler as _build_lr_scheduler
 from ..solver import build_optimizer as _build_optimizer
 from ..utils import comm
-from ..utils.env import collect_env_info, seed_all_rng
+from ..utils.env import collect_env_info, seed_all_rng, usable_device
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
@@ -123,11 +123,10 @@ def _set_cfg(cfg: Any, key: str, value: Any) -> None:
 def resolve_device(cfg: Any) -> str:
     """``MODEL.DEVICE`` if usable; a CUDA device without CUDA becomes "cpu" (with a warning, and
     written back into cfg). Returns the device."""
-    device = cfg.MODEL.DEVICE
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available; running on cpu", device)
-        _set_cfg(cfg, "MODEL.DEVICE", "cpu")
-    return cfg.MODEL.DEVICE
+    device = usable_device(cfg.MODEL.DEVICE)
+    if device != cfg.MODEL.DEVICE:
+        _set_cfg(cfg, "MODEL.DEVICE", device)
+    return device
 
 
 def default_setup(cfg: Any, args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import platform
 import random
@@ -63,3 +64,14 @@ def collect_env_info() -> str:
     rows.append(("CPU threads (torch)", str(torch.get_num_threads())))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+
+def usable_device(name: str) -> str:
+    """``name`` ("cuda", "cuda:N", "cpu") if this machine can run it; a CUDA device without CUDA
+    becomes "cpu", with a warning."""
+    if torch.device(name).type == "cuda" and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            "MODEL.DEVICE is '%s' but CUDA is not available: using the CPU", name
+        )
+        return "cpu"
+    return name

@@ -7,6 +7,7 @@ import logging
 import torch
 from torch import nn
 
+from ...utils.env import usable_device
 from ...utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "build_model"]
@@ -19,18 +20,10 @@ Registry of meta-architectures: whole models built as ``MetaArch(cfg)``.
 """
 
 
-def _resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE is '%s' but CUDA is not available: using the CPU", name)
-        return torch.device("cpu")
-    return device
-
-
 def build_model(cfg) -> nn.Module:
     """Build ``cfg.MODEL.META_ARCHITECTURE`` and move it to ``cfg.MODEL.DEVICE`` (the CPU, with a
     warning, when CUDA is absent). The model is not loaded with ``MODEL.WEIGHTS`` here."""
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
-    model.to(_resolve_device(cfg.MODEL.DEVICE))
+    model.to(torch.device(usable_device(cfg.MODEL.DEVICE)))
     logger.info("Model:\n%s", model)
     return model
