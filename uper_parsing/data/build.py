@@ -175,6 +175,18 @@ def _worker_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+def _worker_options(cfg: Any, seed: int) -> dict[str, Any]:
+    """DataLoader arguments of the training loaders: ``DATALOADER.NUM_WORKERS`` persistent
+    workers, seeded from ``seed`` and the rank."""
+    workers = cfg.DATALOADER.NUM_WORKERS
+    return {
+        "num_workers": workers,
+        "worker_init_fn": worker_init_reset_seed,
+        "generator": _worker_generator(seed),
+        "persistent_workers": workers > 0,
+    }
+
+
 def _images_per_worker(cfg: Any, world_size: int | None = None) -> int:
     total = cfg.SOLVER.IMS_PER_BATCH
     world = comm.get_world_size() if world_size is None else world_size
@@ -209,13 +221,7 @@ def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -
         )
     sampler = _TRAIN_SAMPLERS[name](len(dicts), shuffle=True, seed=seed)
     stream = _SampledStream(MapDataset(SerializedList(dicts), mapper), sampler)
-    workers = cfg.DATALOADER.NUM_WORKERS
-    common = {
-        "num_workers": workers,
-        "worker_init_fn": worker_init_reset_seed,
-        "generator": _worker_generator(seed),
-        "persistent_workers": workers > 0,
-    }
+    common = _worker_options(cfg, seed)
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         loader = DataLoader(stream, batch_size=None, collate_fn=_identity, **common)
         return AspectRatioGroupedDataset(loader, batch_size)
@@ -300,16 +306,7 @@ def build_multitask_train_loader(
     )
     logger.info("Multi-task sources: %s", {n: len(i) for n, i in source_indices(dicts).items()})
     stream = _BatchStream(MapDataset(SerializedList(dicts), mapper), sampler)
-    workers = cfg.DATALOADER.NUM_WORKERS
-    return DataLoader(
-        stream,
-        batch_size=None,
-        collate_fn=_identity,
-        num_workers=workers,
-        worker_init_fn=worker_init_reset_seed,
-        generator=_worker_generator(seed),
-        persistent_workers=workers > 0,
-    )
+    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg, seed))
 
 
 def build_test_loader(
