@@ -5,25 +5,34 @@
         --input path/to/images/ --output demo_out/ \
         MODEL.WEIGHTS output/quickstart/upernet_R18_synthetic/model_final.pth
 
-For each image it writes ``<stem>.png`` ([image | prediction] with class names and a legend) and
-``<stem>_labels.png`` (the predicted train id of each pixel, uint8).
+For each image it writes ``<stem>.png`` ([image | prediction] with class names and a legend) and,
+for a semantic model, ``<stem>_labels.png`` (the predicted train id of each pixel, uint8); for a
+panoptic model (its output has ``panoptic_seg``), ``<stem>_panoptic.png`` (segment ids as RGB,
+``id = R + 256 G + 256^2 B``, 0 = void) and ``<stem>_segments.json`` (the segments, each with its
+``category_name``).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from uper_parsing.config import get_cfg
 from uper_parsing.data import MetadataCatalog, read_image
+from uper_parsing.data.panoptic_utils import id2rgb
 from uper_parsing.engine import resolve_device
 from uper_parsing.engine.predictor import DefaultPredictor
 from uper_parsing.utils.logger import setup_logger
+from uper_parsing.utils.panoptic_visualizer import segment_class_name, visualize_panoptic_prediction
 from uper_parsing.utils.visualizer import save_image, visualize_sem_seg_prediction
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -45,6 +54,44 @@ def list_images(inputs: list[str]) -> list[str]:
     return paths
 
 
+def segments_json(segments_info: Sequence[Mapping[str, Any]], metadata: Any) -> list[dict]:
+    """The segments as plain JSON values (tensors and numpy scalars unwrapped), each with its
+    ``category_name`` (thing or stuff class name) added."""
+    segments = []
+    for segment in segments_info:
+        plain = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in segment.items()}
+        plain["category_name"] = segment_class_name(plain, metadata)
+        segments.append(plain)
+    return segments
+
+
+def write_outputs(
+    rgb: np.ndarray, outputs: dict[str, Any], metadata: Any, folder: str, stem: str
+) -> None:
+    """Write the picture of one image's ``outputs`` and its label files into ``folder``.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB image the outputs were predicted on.
+        outputs: the model's dict: ``panoptic_seg`` ``(seg_map (H, W) int, segments_info)`` or
+            ``sem_seg`` (K, H, W) scores.
+    """
+    picture_path = os.path.join(folder, f"{stem}.png")
+    if "panoptic_seg" in outputs:
+        seg_map, segments_info = outputs["panoptic_seg"]
+        if isinstance(seg_map, torch.Tensor):
+            seg_map = seg_map.cpu().numpy()
+        save_image(
+            visualize_panoptic_prediction(rgb, (seg_map, segments_info), metadata), picture_path
+        )
+        save_image(id2rgb(seg_map), os.path.join(folder, f"{stem}_panoptic.png"))
+        with open(os.path.join(folder, f"{stem}_segments.json"), "w") as f:
+            json.dump(segments_json(segments_info, metadata), f, indent=1)
+        return
+    labels = outputs["sem_seg"].argmax(dim=0).cpu().numpy().astype(np.uint8)
+    save_image(visualize_sem_seg_prediction(rgb, labels, metadata), picture_path)
+    cv2.imwrite(os.path.join(folder, f"{stem}_labels.png"), labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True)
@@ -64,11 +111,9 @@ def main() -> None:
     os.makedirs(args.output, exist_ok=True)
     for path in list_images(args.input):
         image = read_image(path, format=cfg.INPUT.FORMAT)
-        labels = predictor(image)["sem_seg"].argmax(dim=0).cpu().numpy().astype(np.uint8)
-        rgb = image if cfg.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
+        rgb = np.ascontiguousarray(image if cfg.INPUT.FORMAT == "RGB" else image[:, :, ::-1])
         stem = os.path.splitext(os.path.basename(path))[0]
-        save_image(visualize_sem_seg_prediction(rgb, labels, metadata), f"{args.output}/{stem}.png")
-        cv2.imwrite(os.path.join(args.output, f"{stem}_labels.png"), labels)
+        write_outputs(rgb, predictor(image), metadata, args.output, stem)
         logger.info("%s -> %s/%s.png", path, args.output, stem)
 
 

@@ -1,12 +1,19 @@
-"""demo.py writes a picture and a label map per input image, at the image's size."""
+"""demo.py writes a picture and a label map per input image, at the image's size (semantic), or
+a picture, an id PNG and a segments JSON (panoptic)."""
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import torch
+
+from uper_parsing.data.panoptic_utils import rgb2id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,3 +37,38 @@ def test_demo_writes_pictures_and_label_maps(tmp_path):
         assert labels.shape == (h, w) and labels.max() < 10
         picture = cv2.imread(str(out / f"{stem}.png"))
         assert picture.shape[1] > 2 * w  # [image | prediction] side by side, upscaled
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_panoptic_outputs_write_picture_id_png_and_segments_json(tmp_path):
+    demo = load_demo()
+    meta = SimpleNamespace(thing_classes=["car"], stuff_classes=["road", "sky"])
+    seg = np.zeros((40, 60), np.int32)
+    seg[:20] = 3
+    seg[25:35, 5:25] = 300  # an id above 255 needs the G channel
+    info = [
+        {"id": 3, "isthing": False, "category_id": 1, "area": 1200},
+        {"id": 300, "isthing": True, "category_id": 0, "area": torch.tensor(200),
+         "score": torch.tensor(0.75), "instance_id": np.int64(0)},
+    ]  # fmt: skip
+    rgb = np.full((40, 60, 3), 90, np.uint8)
+    demo.write_outputs(
+        rgb, {"panoptic_seg": (torch.from_numpy(seg), info)}, meta, str(tmp_path), "a"
+    )
+    bgr = cv2.imread(str(tmp_path / "a_panoptic.png"), cv2.IMREAD_UNCHANGED)
+    assert (rgb2id(bgr[..., ::-1]) == seg).all()
+    segments = json.loads((tmp_path / "a_segments.json").read_text())
+    assert segments == [
+        {"id": 3, "isthing": False, "category_id": 1, "area": 1200, "category_name": "sky"},
+        {"id": 300, "isthing": True, "category_id": 0, "area": 200, "score": 0.75,
+         "instance_id": 0, "category_name": "car"},
+    ]  # fmt: skip
+    picture = cv2.imread(str(tmp_path / "a.png"))
+    assert picture.shape[1] > 2 * 60  # [image | prediction], upscaled
+    assert not (tmp_path / "a_labels.png").exists()

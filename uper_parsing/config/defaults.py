@@ -79,6 +79,59 @@ _C.MODEL.MULTITASK.TEXTURE_NUM_CONVS = 4  # 3x3 convs of the texture head (on de
 _C.MODEL.MULTITASK.TEXTURE_TRAINING = "joint"
 
 # ---------------------------------------------------------------------------- #
+# Instance branch of Panoptic FPN (torchvision's RPN / RoIHeads); defaults are detectron2's
+# Base-RCNN-FPN. Thing ids are 0..NUM_CLASSES-1 (torchvision's background is added inside).
+# ---------------------------------------------------------------------------- #
+_C.MODEL.ANCHOR_GENERATOR = CN()
+_C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]  # anchor sizes per RPN level
+# Aspect ratios (h / w) of the anchors: one list for every level, or one list per level
+_C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+
+_C.MODEL.RPN = CN()
+_C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]  # pyramid levels the RPN reads
+_C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]  # anchor IoU below the first: negative; above: positive
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the RPN loss
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5  # largest share of positives among the sampled anchors
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # proposals kept per level before NMS, training
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # proposals kept per level before NMS, testing
+_C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # proposals kept per image after NMS, training
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # proposals kept per image after NMS, testing
+_C.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of the proposal NMS
+_C.MODEL.RPN.SCORE_THRESH = 0.0  # proposals with a lower objectness probability are dropped
+
+_C.MODEL.ROI_HEADS = CN()
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # thing classes (= len(metadata.thing_classes))
+_C.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]  # levels RoIs are pooled from
+_C.MODEL.ROI_HEADS.IOU_THRESHOLD = 0.5  # proposal IoU with a ground-truth box to be foreground
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # RoIs sampled per image for the box / mask losses
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25  # largest share of foreground among sampled RoIs
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05  # detections with a lower class score are dropped
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5  # per-class NMS IoU threshold at test time
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE = 100  # detections kept per image at test time
+
+_C.MODEL.ROI_BOX_HEAD = CN()
+_C.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # fully connected layers of the box head
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024  # their width
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size of the box head
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin (0 = adaptive)
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = [10.0, 10.0, 5.0, 5.0]  # (wx, wy, ww, wh) box coding
+
+_C.MODEL.ROI_MASK_HEAD = CN()
+_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4  # 3x3 convs of the mask head
+_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256  # their channels
+_C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # RoIAlign output size (masks come out at 2x)
+_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin (0 = adaptive)
+
+# Panoptic FPN: instance losses x INSTANCE_LOSS_WEIGHT + semantic loss x SEM_SEG_HEAD.LOSS_WEIGHT
+_C.MODEL.PANOPTIC_FPN = CN()
+_C.MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT = 1.0  # weight of the RPN and RoI-head losses
+_C.MODEL.PANOPTIC_FPN.COMBINE = CN()
+_C.MODEL.PANOPTIC_FPN.COMBINE.ENABLED = True  # merge instances and stuff into panoptic_seg
+_C.MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH = 0.5  # skip an instance this much already taken
+_C.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT = 4096  # drop stuff regions smaller than this (px)
+_C.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = 0.5  # instances below: not merged
+
+# ---------------------------------------------------------------------------- #
 # Input pipeline
 # ---------------------------------------------------------------------------- #
 _C.INPUT = CN()

@@ -27,8 +27,22 @@ from .datasets import (
     register_synthetic_scenes,
 )
 from .detection_utils import check_image_size, label_lookup_table, read_image, read_sem_seg
-from .mappers import MAPPER_REGISTRY, MultiTaskDatasetMapper, SemSegDatasetMapper, build_mapper
+from .mappers import (
+    MAPPER_REGISTRY,
+    MultiTaskDatasetMapper,
+    PanopticDatasetMapper,
+    SemSegDatasetMapper,
+    build_mapper,
+)
 from .multitask_utils import MULTITASK_TASKS, multitask_metadata, read_multitask_label
+from .panoptic_utils import (
+    id2rgb,
+    panoptic_instances,
+    panoptic_semantic,
+    read_panoptic,
+    read_panoptic_semantic,
+    rgb2id,
+)
 from .samplers import InferenceSampler, SourceBatchSampler, TrainingSampler
 from .transforms import (
     PadTo,
@@ -51,6 +65,7 @@ __all__ = [
     "MetadataCatalog",
     "MultiTaskDatasetMapper",
     "PadTo",
+    "PanopticDatasetMapper",
     "PhotometricDistortion",
     "RandomCropCategoryArea",
     "ResizeRatioRange",
@@ -68,17 +83,23 @@ __all__ = [
     "build_train_loader",
     "check_image_size",
     "get_dataset_dicts",
+    "id2rgb",
     "label_lookup_table",
     "load_broden",
     "load_sem_seg",
     "multitask_metadata",
+    "panoptic_instances",
+    "panoptic_semantic",
     "read_image",
     "read_multitask_label",
+    "read_panoptic",
+    "read_panoptic_semantic",
     "read_sem_seg",
     "register_multitask",
     "register_sem_seg",
     "register_synthetic_multitask",
     "register_synthetic_scenes",
+    "rgb2id",
     "trivial_batch_collator",
     "worker_init_reset_seed",
 ]

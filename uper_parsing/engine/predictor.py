@@ -84,15 +84,31 @@ def _multitask_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any)
     return visualize_multitask_prediction(image, outputs, metadata, inputs=d)
 
 
+def _panoptic_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
+    """[image | prediction | ground truth] of a panoptic dataset's image; the ground truth is the
+    dict's panoptic PNG, left out when the dict has no ``pan_seg_file_name``."""
+    from ..data.panoptic_utils import read_panoptic
+    from ..utils.panoptic_visualizer import visualize_panoptic_prediction
+
+    gt = None
+    if "pan_seg_file_name" in d:
+        gt = (read_panoptic(d), d["segments_info"])
+    return visualize_panoptic_prediction(image, outputs["panoptic_seg"], metadata, gt)
+
+
 # how a picture of one prediction is drawn, by the dataset's metadata.evaluator_type
-PICTURE_DRAWERS = {"sem_seg": _sem_seg_picture, "multitask": _multitask_picture}
+PICTURE_DRAWERS = {
+    "sem_seg": _sem_seg_picture,
+    "multitask": _multitask_picture,
+    "coco_panoptic_seg": _panoptic_picture,
+}
 
 
 def write_prediction_pictures(
     cfg: Any, model: nn.Module, dataset_name: str, output_dir: str, num_images: int | None = None
 ) -> list[str]:
     """Write pictures of the predictions on ``num_images`` images of a dataset, drawn as its
-    ``metadata.evaluator_type`` asks (semantic: [image | prediction | ground truth]).
+    ``metadata.evaluator_type`` asks (semantic, panoptic: [image | prediction | ground truth]).
 
     Args:
         num_images: how many (spread over the dataset); default ``TEST.VIS_NUM_IMAGES``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,9 @@ from .evaluator import DatasetEvaluator
 __all__ = ["SemSegEvaluator", "sem_seg_metrics"]
 
 logger = logging.getLogger(__name__)
+
+GroundTruthReader = Callable[[Mapping[str, Any], tuple[int, int]], np.ndarray]
+"""``reader(input_dict, (H, W)) -> (H, W)`` integer train ids (or the ignore label)."""
 
 
 def sem_seg_metrics(conf_matrix: np.ndarray, class_names: list[str]) -> dict[str, float]:
@@ -69,7 +73,8 @@ class SemSegEvaluator(DatasetEvaluator):
 
     Ground truth is read through :func:`uper_parsing.data.read_sem_seg` from
     ``input["sem_seg_file_name"]`` at its original size, which is the size the model returns
-    ``sem_seg`` (K, height, width) scores at.
+    ``sem_seg`` (K, height, width) scores at; a ``gt_reader`` replaces that (e.g. Panoptic FPN's
+    semantic map, derived from the panoptic labels).
     """
 
     def __init__(
@@ -80,6 +85,8 @@ class SemSegEvaluator(DatasetEvaluator):
         output_dir: str | None = None,
         num_classes: int | None = None,
         ignore_label: int | None = None,
+        class_names: Sequence[str] | None = None,
+        gt_reader: GroundTruthReader | None = None,
     ) -> None:
         """
         Args:
@@ -89,6 +96,10 @@ class SemSegEvaluator(DatasetEvaluator):
             num_classes: overrides ``len(metadata.stuff_classes)``; classes without a name in
                 the metadata are reported by id (``IoU-7``).
             ignore_label: overrides ``metadata.ignore_label``.
+            class_names: the K class names, instead of ``metadata.stuff_classes`` (``num_classes``
+                defaults to their number).
+            gt_reader: ``reader(input_dict, (H, W)) -> (H, W)`` int ground truth, instead of
+                reading ``input_dict["sem_seg_file_name"]`` with ``read_sem_seg``.
         """
         from ..data import MetadataCatalog
 
@@ -96,7 +107,15 @@ class SemSegEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._output_dir = output_dir
         self._metadata = MetadataCatalog.get(dataset_name)
+        self._gt_reader = gt_reader
         stuff_classes = getattr(self._metadata, "stuff_classes", None)
+        if class_names is not None:
+            stuff_classes = list(class_names)
+            if num_classes is not None and num_classes != len(stuff_classes):
+                raise ValueError(
+                    f"SemSegEvaluator got num_classes={num_classes} and {len(stuff_classes)} "
+                    "class_names; they must agree."
+                )
         if num_classes is None:
             if stuff_classes is None:
                 raise ValueError(
@@ -130,8 +149,19 @@ class SemSegEvaluator(DatasetEvaluator):
                     f"got shape {tuple(scores.shape)} for {input_dict.get('file_name')}"
                 )
             pred = scores.argmax(dim=0).to(device="cpu", dtype=torch.int64).numpy()
-            gt = self._read_gt(input_dict["sem_seg_file_name"], pred.shape)
-            self._conf_matrix += self._confusion(pred, gt, input_dict["sem_seg_file_name"])
+            if self._gt_reader is None:
+                label_name = input_dict["sem_seg_file_name"]
+                gt = self._read_gt(label_name, pred.shape)
+            else:
+                label_name = input_dict.get("sem_seg_file_name") or input_dict.get(
+                    "pan_seg_file_name", input_dict.get("file_name")
+                )
+                gt = np.asarray(self._gt_reader(input_dict, pred.shape), dtype=np.int64)
+                if gt.shape != pred.shape:
+                    raise ValueError(
+                        f"Label of {label_name} is {gt.shape}, the prediction is {pred.shape}."
+                    )
+            self._conf_matrix += self._confusion(pred, gt, label_name)
 
     def _read_gt(self, file_name: str, hw: tuple[int, int]) -> np.ndarray:
         """Ground truth (H, W) int64 train ids, through the project's one label reader."""

@@ -277,27 +277,44 @@ class Visualizer:
             mask = (labels == class_id).astype(np.uint8)
             count, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
             for index in range(1, count):
-                x, y, w, h, area = stats[index]
-                if area < min_area:
-                    continue
-                crop = (components[y : y + h, x : x + w] == index).astype(np.uint8)
-                px, py = _interior_point(crop)
-                regions.append(
-                    _Region(int(class_id), int(area), (x + px, y + py), (int(x), int(y)), crop)
-                )
+                if stats[index, cv2.CC_STAT_AREA] >= min_area:
+                    regions.append(_component_region(int(class_id), components, stats, index))
+        return sorted(regions, key=lambda r: r.area)
+
+    def _segment_regions(self, index_map: np.ndarray, min_areas: np.ndarray) -> list[_Region]:
+        """One region per segment of ``index_map`` (H', W') int64 (-1 = void): its largest
+        connected part, for segments ``s`` of at least ``min_areas[s]`` output pixels in all;
+        smallest first."""
+        regions = []
+        for segment in np.unique(index_map[index_map >= 0]):
+            mask = (index_map == segment).astype(np.uint8)
+            area = int(mask.sum())
+            if area < min_areas[segment]:
+                continue
+            _, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+            region = _component_region(int(segment), components, stats, largest)
+            region.area = area
+            regions.append(region)
         return sorted(regions, key=lambda r: r.area)
 
     def _draw_region_names(
-        self, canvas: np.ndarray, regions: list[_Region], palette: np.ndarray
+        self,
+        canvas: np.ndarray,
+        regions: list[_Region],
+        palette: np.ndarray,
+        names: Sequence[str] | None = None,
     ) -> None:
         """A name box per region, at its interior point or moved nearby (centre still inside the
         region) to clear boxes already placed; a region with no free spot gets no name.
 
-        Small regions go first: large ones have more room to move.
+        Small regions go first: large ones have more room to move. A region's text is
+        ``names[label]`` when given, else the class name of its label.
         """
         placed: list[tuple[int, int, int, int]] = []
         for region in regions:
-            name = self.class_name(region.class_id)
+            label = region.class_id
+            name = names[label] if names is not None else self.class_name(label)
             box = self._free_name_box(name, region, placed, canvas.shape)
             if box is not None:
                 placed.append(box)
@@ -361,6 +378,14 @@ class Visualizer:
         legend = draw_legend(names, self.style, max_height=height)
         legend = _pad_to(legend, height, legend.shape[1])
         return np.concatenate([canvas, legend], axis=1)
+
+
+def _component_region(label: int, components: np.ndarray, stats: np.ndarray, index: int) -> _Region:
+    """The region of component ``index`` of ``cv2.connectedComponentsWithStats`` output."""
+    x, y, w, h, area = (int(v) for v in stats[index])
+    crop = (components[y : y + h, x : x + w] == index).astype(np.uint8)
+    px, py = _interior_point(crop)
+    return _Region(label, area, (x + px, y + py), (x, y), crop)
 
 
 def _interior_point(mask: np.ndarray) -> tuple[int, int]:

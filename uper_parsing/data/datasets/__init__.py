@@ -2,6 +2,13 @@
 
 from .ade20k import register_all_ade20k
 from .broden import load_broden, register_all_broden, register_multitask
+from .cityscapes_panoptic import load_cityscapes_panoptic, register_all_cityscapes_panoptic
+from .coco_panoptic import (
+    load_coco_panoptic_json,
+    panoptic_metadata,
+    register_all_coco_panoptic,
+    register_coco_panoptic,
+)
 from .paths import DATASETS_ENV, datasets_root
 from .sem_seg import (
     check_sem_seg_metadata,
@@ -10,7 +17,12 @@ from .sem_seg import (
     load_sem_seg,
     register_sem_seg,
 )
-from .synthetic import SyntheticParams, register_synthetic_multitask, register_synthetic_scenes
+from .synthetic import (
+    SyntheticParams,
+    register_synthetic_multitask,
+    register_synthetic_panoptic,
+    register_synthetic_scenes,
+)
 
 __all__ = [
     "DATASETS_ENV",
@@ -20,12 +32,19 @@ __all__ = [
     "distinct_colors",
     "image_size",
     "load_broden",
+    "load_cityscapes_panoptic",
+    "load_coco_panoptic_json",
     "load_sem_seg",
+    "panoptic_metadata",
     "register_all_ade20k",
     "register_all_broden",
+    "register_all_cityscapes_panoptic",
+    "register_all_coco_panoptic",
+    "register_coco_panoptic",
     "register_multitask",
     "register_sem_seg",
     "register_synthetic_multitask",
+    "register_synthetic_panoptic",
     "register_synthetic_scenes",
 ]
 
@@ -41,6 +60,12 @@ def _register_builtin() -> None:
         register_all_broden()
     if "synthetic_scenes_multitask_train" not in DatasetCatalog:
         register_synthetic_multitask("synthetic_scenes")
+    if "coco_2017_train_panoptic" not in DatasetCatalog:
+        register_all_coco_panoptic()
+    if "cityscapes_fine_panoptic_train" not in DatasetCatalog:
+        register_all_cityscapes_panoptic()
+    if "synthetic_scenes_panoptic_train" not in DatasetCatalog:
+        register_synthetic_panoptic("synthetic_scenes")
 
 
 _register_builtin()

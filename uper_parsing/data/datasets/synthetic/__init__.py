@@ -3,10 +3,11 @@
 ``render_scene(seed, index, size) -> SceneRecord`` renders a scene (image, object / instance /
 part / material maps, scene type); ``SCENE_WRITERS`` turn records into file formats;
 ``prepare_synthetic_scenes`` writes a whole set once; ``register_synthetic_scenes`` /
-``register_synthetic_multitask`` register it.
+``register_synthetic_multitask`` / ``register_synthetic_panoptic`` register it.
 """
 
 from .broden_writer import TEXTURE_CLASSES, BrodenSceneWriter
+from .coco_panoptic_writer import CocoPanopticSceneWriter, synthetic_panoptic_categories
 from .generate import (
     GENERATOR_VERSION,
     SyntheticParams,
@@ -18,6 +19,7 @@ from .record import InstanceInfo, SceneRecord
 from .register import (
     DEFAULT_SYNTHETIC_PARAMS,
     register_synthetic_multitask,
+    register_synthetic_panoptic,
     register_synthetic_scenes,
     synthetic_folder,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "TEXTURE_CLASSES",
     "AdeSceneWriter",
     "BrodenSceneWriter",
+    "CocoPanopticSceneWriter",
     "InstanceInfo",
     "SceneRecord",
     "SceneWriter",
@@ -53,7 +56,9 @@ __all__ = [
     "is_up_to_date",
     "prepare_synthetic_scenes",
     "register_synthetic_multitask",
+    "register_synthetic_panoptic",
     "register_synthetic_scenes",
     "render_scene",
     "synthetic_folder",
+    "synthetic_panoptic_categories",
 ]

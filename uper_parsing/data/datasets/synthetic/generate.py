@@ -21,7 +21,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import broden_writer  # noqa: F401  (registers the "broden" format)
+from . import (
+    broden_writer,  # noqa: F401  (registers the "broden" format)
+    coco_panoptic_writer,  # noqa: F401  (registers the "coco_panoptic" format)
+)
 from .render import render_scene
 from .spec import SCENE_TYPES, SYNTHETIC_CLASS_NAMES, SYNTHETIC_MATERIALS, SYNTHETIC_PARTS
 from .writers import SCENE_WRITERS

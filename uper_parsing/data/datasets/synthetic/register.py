@@ -9,6 +9,7 @@ from ...catalog import DatasetCatalog, MetadataCatalog
 from ...multitask_utils import multitask_metadata
 from ..ade20k import register_ade_style
 from ..broden import load_broden
+from ..coco_panoptic import register_coco_panoptic
 from ..paths import datasets_root
 from ..sem_seg import load_sem_seg
 from .broden_writer import (
@@ -17,6 +18,7 @@ from .broden_writer import (
     synthetic_part_hierarchy,
     synthetic_sources,
 )
+from .coco_panoptic_writer import PANOPTIC_SUBDIR, synthetic_panoptic_categories
 from .generate import SyntheticParams, prepare_synthetic_scenes
 from .spec import SYNTHETIC_CLASS_COLORS, SYNTHETIC_CLASS_NAMES
 from .writers import ADE_SPLIT_DIRS
@@ -24,14 +26,15 @@ from .writers import ADE_SPLIT_DIRS
 __all__ = [
     "DEFAULT_SYNTHETIC_PARAMS",
     "register_synthetic_multitask",
+    "register_synthetic_panoptic",
     "register_synthetic_scenes",
     "synthetic_folder",
     "synthetic_multitask_metadata",
 ]
 
-# The builtin set: both layouts in one folder, so the semantic and the multi-task registrations
-# share one generated set (the ADE files are the same bytes as with formats=("ade",)).
-DEFAULT_SYNTHETIC_PARAMS = SyntheticParams(formats=("ade", "broden"))
+# The builtin set: all layouts in one folder, so the semantic, multi-task and panoptic
+# registrations share one generated set (the ADE files are the same bytes as with formats=("ade",)).
+DEFAULT_SYNTHETIC_PARAMS = SyntheticParams(formats=("ade", "broden", "coco_panoptic"))
 
 
 def synthetic_folder(dirname: str) -> Path:
@@ -61,7 +64,7 @@ def register_synthetic_scenes(
     Args:
         prefix: start of the dataset names.
         params: generation parameters (default ``DEFAULT_SYNTHETIC_PARAMS``: 128 px, 600 / 100
-            images, ADE and Broden layouts).
+            images, ADE, Broden and COCO panoptic layouts).
         dirname: folder under ``$UPER_PARSING_DATASETS`` (default: ``prefix``).
 
     Returns:
@@ -133,6 +136,54 @@ def register_synthetic_multitask(
         DatasetCatalog.register(name, functools.partial(_load_multitask, dirname, params, split))
         MetadataCatalog.get(name).set(**synthetic_multitask_metadata(params, split)).set_lazy(
             root=functools.partial(_broden_dir, dirname)
+        )
+        names.append(name)
+    return names
+
+
+def _panoptic_path(dirname: str, rel: str) -> str:
+    """``$UPER_PARSING_DATASETS/<dirname>/coco_panoptic/<rel>`` at the time of the call."""
+    return str(synthetic_folder(dirname) / PANOPTIC_SUBDIR / rel)
+
+
+def _prepare(dirname: str, params: SyntheticParams) -> None:
+    prepare_synthetic_scenes(synthetic_folder(dirname), params)
+
+
+def register_synthetic_panoptic(
+    prefix: str = "synthetic_scenes",
+    *,
+    params: SyntheticParams | None = None,
+    dirname: str | None = None,
+) -> list[str]:
+    """Register ``<prefix>_panoptic_train`` / ``<prefix>_panoptic_val`` (COCO panoptic layout
+    under ``<dirname>/coco_panoptic``, with precomputed Panoptic FPN semantic maps).
+
+    The metadata (10 categories: 5 stuff, 5 things) comes from the spec, so it is available
+    before anything is generated; the set is generated on the first load.
+
+    Args:
+        prefix / params / dirname: as for ``register_synthetic_scenes``; ``params.formats`` must
+            hold "coco_panoptic". Use the same params as the other registrations of the folder.
+
+    Returns:
+        The registered names.
+    """
+    params = params or DEFAULT_SYNTHETIC_PARAMS
+    dirname = dirname or prefix
+    if "coco_panoptic" not in params.formats:
+        raise ValueError("Synthetic panoptic datasets are read from the 'coco_panoptic' format")
+    names = []
+    for split in ("train", "val"):
+        name = f"{prefix}_panoptic_{split}"
+        register_coco_panoptic(
+            name,
+            {"categories": synthetic_panoptic_categories()},
+            image_root=functools.partial(_panoptic_path, dirname, f"images/{split}"),
+            panoptic_root=functools.partial(_panoptic_path, dirname, f"panoptic_{split}"),
+            panoptic_json=functools.partial(_panoptic_path, dirname, f"panoptic_{split}.json"),
+            sem_seg_root=functools.partial(_panoptic_path, dirname, f"panoptic_semseg_{split}"),
+            prepare=functools.partial(_prepare, dirname, params),
         )
         names.append(name)
     return names

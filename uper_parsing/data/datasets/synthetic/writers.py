@@ -1,9 +1,10 @@
 """Writers turn ``SceneRecord``s into dataset files; the renderer knows nothing about formats.
 
 ``AdeSceneWriter`` writes the ADE20K layout (JPEG images, PNG class maps with 0 = unlabelled).
-``BrodenSceneWriter`` (``broden_writer.py``) writes the Broden-style multi-task layout. A
-COCO-panoptic writer (from ``object`` + ``instance`` + ``instances``) is another ``SceneWriter``
-subclass registered in ``SCENE_WRITERS``; the renderer does not change.
+``BrodenSceneWriter`` (``broden_writer.py``) writes the Broden-style multi-task layout and
+``CocoPanopticSceneWriter`` (``coco_panoptic_writer.py``) the COCO panoptic layout (from the
+``object``, ``instance`` and ``instances`` of a record). Each registers itself in
+``SCENE_WRITERS``; the renderer does not change.
 """
 
 from __future__ import annotations

@@ -1,0 +1,110 @@
+"""The instance-priority merge of Panoptic FPN on hand-made cases."""
+
+import torch
+
+from uper_parsing.modeling.postprocessing import (
+    combine_semantic_and_instance_outputs,
+    detector_postprocess,
+)
+
+
+def _instances(scores, labels, masks):
+    return {
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "masks": torch.stack(masks) if masks else torch.zeros(0, 4, 8, dtype=torch.bool),
+    }
+
+
+def _mask(rows, cols, hw=(4, 8)):
+    m = torch.zeros(hw, dtype=torch.bool)
+    m[rows[0] : rows[1], cols[0] : cols[1]] = True
+    return m
+
+
+def _merge(instances, semantic, **kwargs):
+    defaults = {"overlap_threshold": 0.5, "stuff_area_thresh": 0, "instances_score_thresh": 0.5}
+    return combine_semantic_and_instance_outputs(instances, semantic, **{**defaults, **kwargs})
+
+
+def test_overlapping_instances_by_score():
+    # a (0.9): columns 0-3 (16 px). b (0.8): columns 1-4, 12 of its 16 px taken by a -> 75% >
+    # 50%: skipped. c (0.7): columns 3-6, 4 of 16 px taken (25%) -> keeps its 12 free pixels.
+    a, b, c = _mask((0, 4), (0, 4)), _mask((0, 4), (1, 5)), _mask((0, 4), (3, 7))
+    inst = _instances([0.7, 0.9, 0.8], [2, 0, 1], [c, a, b])
+    semantic = torch.zeros(4, 8, dtype=torch.int64)
+    seg, info = _merge(inst, semantic)
+    assert [s["instance_id"] for s in info] == [1, 0]  # a first, then c; b skipped
+    assert info[0] == {
+        "id": 1,
+        "isthing": True,
+        "category_id": 0,
+        "area": 16,
+        "score": 0.8999999761581421,
+        "instance_id": 1,
+    }
+    assert info[1]["id"] == 2 and info[1]["category_id"] == 2 and info[1]["area"] == 12
+    expected = torch.zeros(4, 8, dtype=torch.int32)
+    expected[:, 0:4] = 1
+    expected[:, 4:7] = 2
+    assert torch.equal(seg, expected)  # column 7: semantic "things" only -> void
+
+
+def test_low_scores_are_not_merged_and_stuff_fills_the_rest():
+    inst = _instances([0.49], [3], [_mask((0, 2), (0, 2))])
+    semantic = torch.tensor([[2] * 8, [2] * 8, [0] * 8, [1] * 8])  # stuff 1, things, stuff 0
+    seg, info = _merge(inst, semantic)
+    assert [(s["isthing"], s["category_id"], s["area"]) for s in info] == [
+        (False, 0, 8),  # semantic label 1 -> stuff id 0
+        (False, 1, 16),  # semantic label 2 -> stuff id 1, including the dropped instance's pixels
+    ]
+    assert seg[2].eq(0).all() and seg[3].eq(1).all() and seg[:2].eq(2).all()
+
+
+def test_small_stuff_regions_are_dropped():
+    semantic = torch.zeros(4, 8, dtype=torch.int64)
+    semantic[0, :3] = 1  # 3 px of stuff 0: below the limit
+    semantic[1:, :] = 2  # 24 px of stuff 1, 6 of them under an instance
+    inst = _instances([0.95], [4], [_mask((2, 4), (0, 3))])
+    seg, info = _merge(inst, semantic, stuff_area_thresh=4)
+    assert [(s["id"], s["isthing"], s["category_id"], s["area"]) for s in info] == [
+        (1, True, 4, 6),
+        (2, False, 1, 18),
+    ]
+    assert seg[0].eq(0).all()  # small stuff and "things" pixels without an instance: void
+    assert int((seg == 2).sum()) == 18
+
+
+def test_empty_predictions():
+    seg, info = _merge(_instances([], [], []), torch.zeros(4, 8, dtype=torch.int64))
+    assert info == [] and seg.dtype == torch.int32 and seg.eq(0).all()
+    semantic = torch.full((4, 8), 3)
+    seg, info = _merge(_instances([], [], []), semantic)
+    assert info == [{"id": 1, "isthing": False, "category_id": 2, "area": 32}]
+    assert seg.eq(1).all()
+
+
+def test_fully_covered_instance_is_skipped_even_with_a_permissive_threshold():
+    a = _mask((0, 4), (0, 4))
+    inst = _instances([0.9, 0.8], [0, 1], [a, a.clone()])
+    _, info = _merge(inst, torch.zeros(4, 8, dtype=torch.int64), overlap_threshold=1.0)
+    assert [s["instance_id"] for s in info] == [0]
+
+
+def test_detector_postprocess_scales_boxes_and_pastes_masks():
+    det = {
+        "boxes": torch.tensor([[10.0, 20.0, 30.0, 40.0], [0.0, 0.0, 60.0, 50.0]]),
+        "scores": torch.tensor([0.9, 0.5]),
+        "labels": torch.tensor([1, 0]),
+        "masks": torch.ones(2, 1, 28, 28),
+    }
+    # network input 50 x 60 (h, w) -> output 100 x 90: x scaled by 1.5, y by 2
+    out = detector_postprocess(det, (50, 60), 100, 90)
+    assert torch.allclose(out["boxes"][0], torch.tensor([15.0, 40.0, 45.0, 80.0]))
+    assert torch.allclose(out["boxes"][1], torch.tensor([0.0, 0.0, 90.0, 100.0]))
+    assert out["masks"].shape == (2, 100, 90) and out["masks"].dtype == torch.bool
+    # an all-ones mask fills its box (and nothing far outside it)
+    assert out["masks"][0, 45:75, 20:40].all() and not out["masks"][0, :30].any()
+    assert out["masks"][1, 2:-2, 2:-2].all()  # the edge pixel blends with the paste padding
+    empty = {k: v[:0] for k, v in det.items()}
+    assert detector_postprocess(empty, (50, 60), 100, 90)["masks"].shape == (0, 100, 90)

@@ -1,0 +1,166 @@
+"""Panoptic pictures: segment colours, void, per-instance colours, names, the predictor drawer."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from uper_parsing.data.panoptic_utils import id2rgb
+from uper_parsing.engine.predictor import PICTURE_DRAWERS
+from uper_parsing.utils.panoptic_visualizer import (
+    _segment_label,
+    draw_panoptic_seg,
+    segment_class_name,
+    visualize_panoptic_prediction,
+)
+
+CAR, PERSON = [200, 30, 30], [30, 30, 200]
+ROAD, SKY = [128, 64, 128], [70, 130, 180]
+META = SimpleNamespace(
+    thing_classes=["car", "person"],
+    thing_colors=[CAR, PERSON],
+    stuff_classes=["road", "sky"],
+    stuff_colors=[ROAD, SKY],
+)
+GREY = 100
+H, W = 200, 300
+
+
+def scene():
+    """Grey image; sky (id 5) rows 0-79, void rows 80-99, two touching cars (ids 7, 9) in rows
+    100-179 at cols 20-139 and 140-259, void elsewhere."""
+    img = np.full((H, W, 3), GREY, np.uint8)
+    seg = np.zeros((H, W), np.int32)
+    seg[:80] = 5
+    seg[100:180, 20:140] = 7
+    seg[100:180, 140:260] = 9
+    info = [
+        {"id": 5, "isthing": False, "category_id": 1, "area": 80 * W},
+        {"id": 7, "isthing": True, "category_id": 0, "area": 9600, "score": 0.87},
+        {"id": 9, "isthing": True, "category_id": 0, "area": 9600, "score": 0.6},
+    ]
+    return img, seg, info
+
+
+def blend(color, alpha: float = 0.5) -> np.ndarray:
+    return np.round(GREY * (1 - alpha) + np.asarray(color) * alpha).astype(int)
+
+
+def test_stuff_void_and_thing_colours():
+    img, seg, info = scene()
+    out = draw_panoptic_seg(img, seg, info, META, alpha=0.5)
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    # Stuff in its stuff colour, the first car in its class colour (far from names and edges).
+    for y, x in [(5, 5), (5, 290), (70, 150)]:
+        assert np.abs(out[y, x].astype(int) - blend(SKY)).max() <= 1
+    for y, x in [(105, 25), (170, 25), (105, 130)]:
+        assert np.abs(out[y, x].astype(int) - blend(CAR)).max() <= 1
+    # Void is the image, untouched, even next to segments.
+    assert (out[80:100] == GREY).all() and (out[180:] == GREY).all()
+    assert (out[100:180, :20] == GREY).all() and (out[100:180, 260:] == GREY).all()
+
+
+def test_instances_of_one_class_differ_and_are_outlined():
+    img, seg, info = scene()
+    out = draw_panoptic_seg(img, seg, info, META, alpha=0.5)
+    second = out[105, 255].astype(int)
+    assert (out[170, 150].astype(int) == second).all()  # one colour for the whole instance
+    # Unblend (alpha 0.5 over grey): each channel moved 40..70 from the class colour.
+    moved = np.abs(2 * second - GREY - np.asarray(CAR))
+    assert (moved >= 40 - 2).all() and (moved <= 70 + 2).all()
+    # The boundary between the two cars is darkened on both sides, each in its own colour.
+    assert (out[170, 139] == (np.asarray(CAR) * 0.55).astype(np.uint8)).all()
+    assert not (out[170, 140] == out[170, 139]).all()
+    # Deterministic: the same picture every time.
+    assert (draw_panoptic_seg(img, seg, info, META, alpha=0.5) == out).all()
+
+
+def test_three_instances_get_three_colours():
+    img = np.full((60, 90, 3), GREY, np.uint8)
+    seg = np.zeros((60, 90), np.int32)
+    for k in range(3):
+        seg[:, 30 * k : 30 * k + 30] = k + 1
+    info = [{"id": k + 1, "isthing": True, "category_id": 1} for k in range(3)]
+    out = draw_panoptic_seg(img, seg, info, META, alpha=1.0)
+    colours = {tuple(out[58, 30 * k + 2]) for k in range(3)}
+    assert len(colours) == 3 and tuple(PERSON) in colours
+
+
+def test_names_are_drawn_inside_their_segments():
+    img, seg, info = scene()
+    out = draw_panoptic_seg(img, seg, info, META, alpha=0.5)
+    # A name box is filled with its segment's unblended colour: find the sky and first-car boxes.
+    for color, (y0, y1, x0, x1) in [(SKY, (0, 80, 0, W)), (CAR, (100, 180, 20, 140))]:
+        ys, xs = np.nonzero((out == color).all(axis=2))
+        assert ys.size > 0
+        assert y0 <= ys.mean() < y1 and x0 <= xs.mean() < x1
+    assert _segment_label(info[1], META) == "car 87%"
+    assert _segment_label(info[0], META) == "sky"
+    crowd = {"id": 3, "isthing": True, "category_id": 1, "iscrowd": 1}
+    assert _segment_label(crowd, META) == "person (crowd)"
+    assert segment_class_name({"isthing": False, "category_id": 0}, META) == "road"
+    assert segment_class_name({"isthing": True, "category_id": 7}, META) == "7"
+
+
+def test_tiny_empty_and_unlisted_segments():
+    img = np.full((40, 50, 3), GREY, np.uint8)
+    # No segments at all: the picture is the image.
+    empty = draw_panoptic_seg(img, np.zeros((40, 50), np.int32), [], META)
+    assert (empty == img).all()
+    # A one-pixel thing, a 2x2 stuff region and a listed segment with no pixels.
+    seg = np.zeros((40, 50), np.int32)
+    seg[20, 25] = 4
+    seg[0:2, 0:2] = 6
+    info = [
+        {"id": 4, "isthing": True, "category_id": 0, "score": 0.5},
+        {"id": 6, "isthing": False, "category_id": 0},
+        {"id": 8, "isthing": True, "category_id": 1, "score": 0.9},
+    ]
+    out = draw_panoptic_seg(img, torch.from_numpy(seg), info, META)
+    assert out.shape == (40, 50, 3)
+    assert (out[20, 25] != GREY).any()
+    with pytest.raises(ValueError, match="segment id 6 that segments_info does not list"):
+        draw_panoptic_seg(img, seg, info[:1], META)
+
+
+def test_side_by_side_picture_widths():
+    img, seg, info = scene()
+    # 200 px short side -> upscaled x1.92 to 384 x 576 panels, 6 px gaps (pad 3 at font 0.5).
+    both = visualize_panoptic_prediction(img, (seg, info), META, (seg, info))
+    assert both.shape[1] == 3 * 576 + 2 * 6
+    alone = visualize_panoptic_prediction(img, (seg, info), META)
+    assert alone.shape[1] == 2 * 576 + 6
+    assert both.shape[0] == alone.shape[0] > 384  # titles above, legend below
+
+
+def write_panoptic_png(path, ids: np.ndarray) -> None:
+    cv2.imwrite(str(path), cv2.cvtColor(id2rgb(ids), cv2.COLOR_RGB2BGR))
+
+
+def test_predictor_drawer_shows_prediction_and_ground_truth(tmp_path):
+    img, seg, info = scene()
+    gt_info = [dict(info[0]), dict(info[1]), {"id": 9, "isthing": True, "category_id": 1}]
+    for s in gt_info:
+        s.pop("score", None)
+    write_panoptic_png(tmp_path / "pan.png", seg)
+    d = {"file_name": "x.jpg", "height": H, "width": W, "image_id": 1}
+    d.update(pan_seg_file_name=str(tmp_path / "pan.png"), segments_info=gt_info)
+    outputs = {"panoptic_seg": (torch.from_numpy(seg), info)}
+    draw = PICTURE_DRAWERS["coco_panoptic_seg"]
+    picture = draw(img, outputs, d, META)
+    assert picture.shape[1] == 3 * 576 + 2 * 6
+    # Rows below the titles: the image panel is plain grey there.
+    title_h = int(np.argmax((picture[:, 5] == GREY).all(axis=1)))
+    row = title_h + round(105 * 1.92)
+    col = round(250 * 1.92)
+    pred_px = picture[row, 576 + 6 + col].astype(int)
+    gt_px = picture[row, 2 * (576 + 6) + col].astype(int)
+    assert np.abs(gt_px - blend(PERSON)).max() <= 1  # id 9 is a person in the ground truth
+    assert np.abs(pred_px - blend(PERSON)).max() > 20 and np.abs(pred_px - blend(CAR)).max() > 10
+    # No panoptic PNG in the dict: [image | prediction].
+    del d["pan_seg_file_name"]
+    assert draw(img, outputs, d, META).shape[1] == 2 * 576 + 6

@@ -1,0 +1,285 @@
+"""Panoptic quality (PQ, SQ, RQ) of ``output["panoptic_seg"]`` through panopticapi.
+
+Predictions are turned into COCO-panoptic PNGs and annotations with dataset category ids, gathered
+on the main process, written to a folder and matched against the dataset's ``panoptic_json`` by
+panopticapi's own matching code (:func:`panopticapi.evaluation.pq_compute_multi_core`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..utils import comm
+from .evaluator import DatasetEvaluator
+
+__all__ = ["COCOPanopticEvaluator", "contiguous_to_dataset_ids", "pq_metrics"]
+
+logger = logging.getLogger(__name__)
+
+_GROUPS = (("", None), ("_th", True), ("_st", False))  # key suffix, isthing filter
+
+
+def contiguous_to_dataset_ids(metadata: Any) -> tuple[dict[int, int], dict[int, int]]:
+    """Invert the metadata's id maps.
+
+    Returns:
+        ``(things, stuff)``: {contiguous thing id: dataset id}, {contiguous stuff id: dataset id}.
+    """
+    maps = []
+    for key in ("thing_dataset_id_to_contiguous_id", "stuff_dataset_id_to_contiguous_id"):
+        forward = metadata.get(key, None)
+        if forward is None:
+            raise KeyError(f"Metadata of dataset {metadata.name!r} has no {key!r}.")
+        maps.append({int(c): int(d) for d, c in forward.items()})
+    return maps[0], maps[1]
+
+
+@contextlib.contextmanager
+def stdout_to_debug_log(log: logging.Logger) -> Iterator[None]:
+    """Capture ``print`` output of the block (panopticapi, pycocotools) into ``log.debug``."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        text = buffer.getvalue().strip()
+        if text:
+            log.debug("%s", text)
+
+
+def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu").numpy()
+    return np.asarray(x)
+
+
+def _png_bytes(ids: np.ndarray) -> bytes:
+    """PNG (RGB, ``id = R + 256 G + 256^2 B``) of an (H, W) int segment id map."""
+    from ..data.panoptic_utils import id2rgb
+
+    buffer = io.BytesIO()
+    Image.fromarray(id2rgb(ids)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pq_metrics(pq_stat: Any, categories: Mapping[int, Mapping[str, Any]]) -> dict[str, float]:
+    """PQ / SQ / RQ in percent from panopticapi's accumulated ``PQStat``.
+
+    Args:
+        pq_stat: ``panopticapi.evaluation.PQStat`` summed over the images.
+        categories: {dataset id: ``{"name", "isthing"}``}, every category of the dataset.
+
+    Returns:
+        ``PQ``, ``SQ``, ``RQ`` over the categories with at least one true positive, false
+        positive or false negative (panopticapi's average), ``PQ_th`` / ``SQ_th`` / ``RQ_th`` and
+        ``PQ_st`` / ``SQ_st`` / ``RQ_st`` over things / stuff, and ``PQ-<name>``, ``SQ-<name>``,
+        ``RQ-<name>`` per category. A group or category without any segment (ground truth or
+        prediction) is undefined and left out (panopticapi divides by zero there).
+    """
+    counts = {cat: stat.tp + stat.fp + stat.fn for cat, stat in pq_stat.pq_per_cat.items()}
+    results: dict[str, float] = {}
+    per_class: dict[int, dict[str, float]] = {}
+    for suffix, isthing in _GROUPS:
+        group = {
+            cat: info
+            for cat, info in categories.items()
+            if isthing is None or bool(info["isthing"]) == isthing
+        }
+        if not any(counts.get(cat, 0) > 0 for cat in group):
+            continue
+        average, classes = pq_stat.pq_average(group, isthing=None)
+        for metric in ("pq", "sq", "rq"):
+            results[f"{metric.upper()}{suffix}"] = 100 * float(average[metric])
+        if isthing is None:
+            per_class = classes
+    for cat, info in categories.items():
+        if counts.get(cat, 0) > 0:
+            for metric in ("pq", "sq", "rq"):
+                results[f"{metric.upper()}-{info['name']}"] = 100 * float(per_class[cat][metric])
+    return results
+
+
+class COCOPanopticEvaluator(DatasetEvaluator):
+    """PQ, SQ and RQ (all, things, stuff, per class) of ``output["panoptic_seg"]``.
+
+    Each output's ``panoptic_seg = (seg_map (H, W) int, segments_info)`` (segment ids >= 1,
+    ``category_id`` contiguous within its group, ``isthing``) becomes a PNG named after the
+    input's ``file_name`` stem and an annotation with dataset category ids. Ground truth is
+    ``metadata.panoptic_json`` restricted to the evaluated images, with PNGs in
+    ``metadata.panoptic_root``. Results: ``{"panoptic_seg": {"PQ", "SQ", "RQ", "PQ_th", ...,
+    "PQ-<name>", ...}}`` in percent (see :func:`pq_metrics`).
+    """
+
+    def __init__(
+        self, dataset_name: str, *, output_dir: str | None = None, distributed: bool = True
+    ) -> None:
+        """
+        Args:
+            dataset_name: name in ``MetadataCatalog`` (the panoptic metadata contract).
+            output_dir: where ``panoptic_evaluation.json`` and the predictions
+                (``panoptic_predictions/`` and ``panoptic_predictions.json``) are written;
+                ``None``: predictions go to a temporary folder and nothing is kept.
+            distributed: gather predictions from every process before scoring.
+        """
+        from ..data import MetadataCatalog
+
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._metadata = MetadataCatalog.get(dataset_name)
+        self._thing_ids, self._stuff_ids = contiguous_to_dataset_ids(self._metadata)
+        self._predictions: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        self._predictions = []
+
+    def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        for input_dict, output in zip(inputs, outputs, strict=True):
+            seg_map, segments_info = output["panoptic_seg"]
+            ids = _to_numpy(seg_map).astype(np.int64)
+            file_name = Path(input_dict["file_name"]).stem + ".png"
+            self._predictions.append(
+                {
+                    "image_id": input_dict["image_id"],
+                    "file_name": file_name,
+                    "segments_info": self._segments(ids, segments_info, input_dict["file_name"]),
+                    "png": _png_bytes(ids),
+                }
+            )
+
+    def _segments(
+        self, ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]], image: str
+    ) -> list[dict[str, int]]:
+        """Segments of one prediction with dataset category ids; segments without pixels are
+        left out (panopticapi rejects them), pixels of unlisted segments are an error."""
+        present = set(np.unique(ids).tolist()) - {0}
+        listed = {int(s["id"]) for s in segments_info}
+        unlisted = sorted(present - listed)
+        if unlisted:
+            raise ValueError(
+                f"panoptic_seg of {image}: segment id {unlisted[0]} is in the segment map but "
+                "not in its segments_info."
+            )
+        segments = []
+        for s in segments_info:
+            if int(s["id"]) not in present:
+                continue
+            isthing = bool(s["isthing"])
+            contiguous = int(s["category_id"])
+            id_map = self._thing_ids if isthing else self._stuff_ids
+            if contiguous not in id_map:
+                raise ValueError(
+                    f"panoptic_seg of {image}: segment {s['id']} has category_id {contiguous} "
+                    f"(isthing={isthing}); expected a contiguous id in 0..{len(id_map) - 1}."
+                )
+            segments.append(
+                {"id": int(s["id"]), "category_id": id_map[contiguous], "isthing": int(isthing)}
+            )
+        return segments
+
+    def evaluate(self) -> dict[str, dict[str, float]] | None:
+        predictions = self._predictions
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.all_gather(self._predictions)
+            if not comm.is_main_process():
+                return None
+            predictions = [p for rank in gathered for p in rank]
+        if not predictions:
+            logger.warning("COCOPanopticEvaluator on %s got no predictions.", self._dataset_name)
+            return {}
+        with contextlib.ExitStack() as stack:
+            if self._output_dir:
+                work_dir = self._output_dir
+            else:
+                work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="panoptic_"))
+            metrics = self._score(predictions, work_dir)
+        results = {"panoptic_seg": metrics}
+        self._log_results(metrics)
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            with open(os.path.join(self._output_dir, "panoptic_evaluation.json"), "w") as f:
+                json.dump(results, f, indent=2)
+        return results
+
+    def _score(self, predictions: list[dict[str, Any]], work_dir: str) -> dict[str, float]:
+        """Write predictions and the restricted ground truth under ``work_dir`` and score them."""
+        from panopticapi.evaluation import pq_compute_multi_core
+
+        gt_json = self._load_gt_json()
+        pred_folder = os.path.join(work_dir, "panoptic_predictions")
+        os.makedirs(pred_folder, exist_ok=True)
+        annotations = []
+        for pred in predictions:
+            with open(os.path.join(pred_folder, pred["file_name"]), "wb") as f:
+                f.write(pred["png"])
+            annotations.append({k: v for k, v in pred.items() if k != "png"})
+        pred_by_image = {a["image_id"]: a for a in annotations}
+        if len(pred_by_image) != len(annotations):
+            raise ValueError(
+                f"COCOPanopticEvaluator on {self._dataset_name}: an image id was predicted more "
+                "than once (is the evaluation sampler repeating images?)."
+            )
+        gt_by_image = {a["image_id"]: a for a in gt_json["annotations"]}
+        missing = [i for i in pred_by_image if i not in gt_by_image]
+        if missing:
+            raise KeyError(
+                f"Image id {missing[0]!r} has a prediction but no annotation in "
+                f"{self._metadata.panoptic_json}."
+            )
+        evaluated = set(pred_by_image)
+        with open(os.path.join(work_dir, "panoptic_predictions.json"), "w") as f:
+            json.dump({"annotations": annotations, "categories": gt_json["categories"]}, f)
+        with open(os.path.join(work_dir, "panoptic_gt.json"), "w") as f:
+            json.dump(
+                {
+                    "images": [i for i in gt_json.get("images", []) if i["id"] in evaluated],
+                    "annotations": [gt_by_image[i] for i in pred_by_image],
+                    "categories": gt_json["categories"],
+                },
+                f,
+            )
+        categories = {int(c["id"]): c for c in gt_json["categories"]}
+        matched = [(gt_by_image[i], pred_by_image[i]) for i in pred_by_image]
+        with stdout_to_debug_log(logger):
+            pq_stat = pq_compute_multi_core(
+                matched, self._metadata.panoptic_root, pred_folder, categories
+            )
+        return pq_metrics(pq_stat, categories)
+
+    def _load_gt_json(self) -> dict[str, Any]:
+        path = self._metadata.get("panoptic_json", None)
+        if path is None or self._metadata.get("panoptic_root", None) is None:
+            raise KeyError(
+                f"Metadata of {self._dataset_name!r} needs panoptic_json and panoptic_root for "
+                "COCOPanopticEvaluator."
+            )
+        with open(path) as f:
+            return json.load(f)
+
+    def _log_results(self, metrics: dict[str, float]) -> None:
+        lines = [f"Panoptic segmentation on {self._dataset_name}:"]
+        lines.append(f"{'':<10}{'PQ':>8}{'SQ':>8}{'RQ':>8}")
+        for suffix, label in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
+            if f"PQ{suffix}" in metrics:
+                row = "".join(f"{metrics[f'{m}{suffix}']:8.2f}" for m in ("PQ", "SQ", "RQ"))
+                lines.append(f"{label:<10}{row}")
+        lines.append(f"{'class':<24}{'PQ':>8}{'SQ':>8}{'RQ':>8}")
+        for key in metrics:
+            if key.startswith("PQ-"):
+                name = key[3:]
+                row = "".join(f"{metrics[f'{m}-{name}']:8.2f}" for m in ("PQ", "SQ", "RQ"))
+                lines.append(f"{name[:23]:<24}{row}")
+        logger.info("\n".join(lines))
