@@ -135,3 +135,30 @@ def test_unified_parsing_quickstart_beats_chance_on_every_task(datasets_dir, tmp
     for (task, metric), floor in MULTITASK_FLOORS.items():
         assert results[task][metric] >= floor, (task, metric, results[task])
     assert len(list((out / "vis").glob("*.png"))) == 4
+
+
+# The floors for the panoptic quickstart on the synthetic val split.
+PANOPTIC_FLOORS = {("panoptic_seg", "PQ"): 50.0, ("segm", "AP"): 30.0}
+
+
+def test_panoptic_quickstart_reaches_pq_and_ap_floors(datasets_dir, tmp_path):
+    out = tmp_path / "panoptic"
+    config = ["--config-file", "configs/quickstart/panoptic_fpn_R18_synthetic.yaml"]
+    run_train_net(datasets_dir, *config, "OUTPUT_DIR", str(out))
+    results = read_results(out)
+    assert set(results) == {"panoptic_seg", "bbox", "segm", "sem_seg"}
+    for (task, metric), floor in PANOPTIC_FLOORS.items():
+        assert results[task][metric] >= floor, (task, metric, results[task])
+    for key in ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"):
+        assert 0 < results["panoptic_seg"][key] <= 100, key
+    assert len(list((out / "vis").glob("*.png"))) == 4
+
+    # two processes (gloo), each evaluating half the val images, reproduce the final evaluation
+    two_dir = tmp_path / "panoptic_eval2"
+    weights = ["MODEL.WEIGHTS", str(out / "model_final.pth")]
+    two = ["--num-gpus", "2", "--eval-only", *weights, "TEST.VIS_NUM_IMAGES", "0"]
+    run_train_net(datasets_dir, *config, *two, "OUTPUT_DIR", str(two_dir))
+    evaluated = read_results(two_dir)
+    assert set(evaluated) == set(results)
+    for task, metrics in results.items():
+        assert evaluated[task] == pytest.approx(metrics, nan_ok=True), task

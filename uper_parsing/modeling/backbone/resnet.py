@@ -178,6 +178,17 @@ class ResNet(Backbone):
             self._out_feature_strides[name] = stride
         if pretrained:
             self.load_torchvision_weights(pretrained)
+        elif norm == "FrozenBN" or freeze_at > 0:
+            logger.warning(
+                "ResNet-%d has random weights (MODEL.BACKBONE.PRETRAINED is empty) but norm %s "
+                "and FREEZE_AT %d keep layers fixed: frozen BatchNorm without ImageNet "
+                "statistics leaves the backbone unnormalised and training can diverge. From "
+                "scratch, set MODEL.RESNETS.NORM BN (SyncBN on several GPUs) and "
+                "MODEL.BACKBONE.FREEZE_AT 0.",
+                depth,
+                norm,
+                freeze_at,
+            )
         self.freeze(freeze_at)
 
     @classmethod
