@@ -18,25 +18,45 @@ from uper_parsing.data.panoptic_utils import rgb2id
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_writes_pictures_and_label_maps(tmp_path):
+def _run_demo(tmp_path, config: str, sizes: dict) -> Path:
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
-    sizes = {"a": (70, 90), "b": (64, 64)}
     for stem, (h, w) in sizes.items():
         cv2.imwrite(str(images / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "demo.py"), "--config-file",
-           "configs/quickstart/semantic_fpn_R18_synthetic.yaml", "--input", str(images),
+    cmd = [sys.executable, str(ROOT / "demo.py"), "--config-file", config, "--input", str(images),
            "--output", str(out), "MODEL.DEVICE", "cpu"]  # fmt: skip
     env = dict(os.environ, UPER_PARSING_DATASETS=str(tmp_path / "datasets"))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_demo_writes_pictures_and_label_maps(tmp_path):
+    sizes = {"a": (70, 90), "b": (64, 64)}
+    out = _run_demo(tmp_path, "configs/quickstart/semantic_fpn_R18_synthetic.yaml", sizes)
     for stem, (h, w) in sizes.items():
         labels = cv2.imread(str(out / f"{stem}_labels.png"), cv2.IMREAD_UNCHANGED)
         assert labels.shape == (h, w) and labels.max() < 10
         picture = cv2.imread(str(out / f"{stem}.png"))
         assert picture.shape[1] > 2 * w  # [image | prediction] side by side, upscaled
+
+
+def test_demo_runs_a_panoptic_model(tmp_path):
+    sizes = {"a": (70, 90)}
+    out = _run_demo(tmp_path, "configs/quickstart/panoptic_fpn_R18_synthetic.yaml", sizes)
+    bgr = cv2.imread(str(out / "a_panoptic.png"), cv2.IMREAD_UNCHANGED)
+    ids = rgb2id(bgr[..., ::-1])
+    assert ids.shape == (70, 90)
+    segments = json.loads((out / "a_segments.json").read_text())
+    # every listed segment is in the PNG with its area, every non-void pixel is listed
+    assert {s["id"] for s in segments} == set(np.unique(ids).tolist()) - {0}
+    for s in segments:
+        assert int((ids == s["id"]).sum()) == s["area"]
+        assert s["category_name"]
+    assert cv2.imread(str(out / "a.png")).shape[1] > 2 * 90
+    assert not (out / "a_labels.png").exists()
 
 
 def load_demo():
