@@ -26,6 +26,7 @@ from uper_parsing.evaluation import (
     build_evaluator,
     pq_metrics,
 )
+from uper_parsing.evaluation.panoptic_evaluation import pq_stat_of_matches, stdout_to_debug_log
 from uper_parsing.utils import comm
 
 CLASSES = ("person", "car", "sky", "grass")
@@ -266,3 +267,26 @@ def test_two_ranks_gather_like_one(dataset, monkeypatch):
     for task, metrics in expected.items():
         assert gathered[task] == pytest.approx(metrics, nan_ok=True)
     assert expected["panoptic_seg"]["PQ"] < 100.0
+
+
+def test_pq_stat_pool_equals_one_process_and_prints_nothing(dataset, tmp_path, capfd):
+    name, dicts = dataset
+    out = tmp_path / "out"
+    outputs = ground_truth_outputs(dicts, name)
+    outputs[0] = {"panoptic_seg": (torch.from_numpy(PRED_A), SEGMENTS_A)}  # not all 100
+    evaluate(name, dicts, outputs, output_dir=str(out), distributed=False)
+    capfd.readouterr()
+    gt = json.loads((out / "panoptic_gt.json").read_text())
+    pred = json.loads((out / "panoptic_predictions.json").read_text())
+    matched = list(zip(gt["annotations"], pred["annotations"], strict=True))
+    categories = {c["id"]: c for c in gt["categories"]}
+    args = (matched, MetadataCatalog.get(name).panoptic_root, str(out / "panoptic_predictions"))
+    with stdout_to_debug_log(logging.getLogger("test")):
+        one = pq_stat_of_matches(*args, categories, max_workers=1)
+        two = pq_stat_of_matches(*args, categories, max_workers=2)  # a forked pool of 2
+    assert capfd.readouterr().out == ""  # the workers' progress prints stay captured
+    for group in (None, True, False):
+        assert two.pq_average(categories, isthing=group) == one.pq_average(
+            categories, isthing=group
+        )
+    assert one.pq_average(categories, isthing=None)[0]["pq"] < 1.0

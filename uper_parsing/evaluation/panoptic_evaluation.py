@@ -2,7 +2,8 @@
 
 Predictions are turned into COCO-panoptic PNGs and annotations with dataset category ids, gathered
 on the main process, written to a folder and matched against the dataset's ``panoptic_json`` by
-panopticapi's own matching code (:func:`panopticapi.evaluation.pq_compute_multi_core`).
+panopticapi's own per-image matching (:func:`panopticapi.evaluation.pq_compute_single_core`),
+run over a bounded fork pool by :func:`pq_stat_of_matches`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from PIL import Image
 from ..utils import comm
 from .evaluator import DatasetEvaluator
 
-__all__ = ["COCOPanopticEvaluator", "contiguous_to_dataset_ids", "pq_metrics"]
+__all__ = [
+    "COCOPanopticEvaluator",
+    "contiguous_to_dataset_ids",
+    "pq_metrics",
+    "pq_stat_of_matches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,43 @@ def pq_metrics(pq_stat: Any, categories: Mapping[int, Mapping[str, Any]]) -> dic
             for metric in ("pq", "sq", "rq"):
                 results[f"{metric.upper()}-{info['name']}"] = 100 * float(per_class[cat][metric])
     return results
+
+
+def pq_stat_of_matches(
+    matched: Sequence[tuple[dict, dict]],
+    gt_folder: str,
+    pred_folder: str,
+    categories: Mapping[int, dict],
+    *,
+    max_workers: int = 8,
+) -> Any:
+    """panopticapi's ``PQStat`` over (ground truth, prediction) annotation pairs.
+
+    The per-image work is panopticapi's ``pq_compute_single_core``; unlike its
+    ``pq_compute_multi_core`` (a pool of every core, whose workers print progress past any
+    redirection when the start method is not fork, as under ``launch``'s spawned processes),
+    the pool here is forked, so its prints stay captured, and holds at most ``max_workers``
+    processes (never more than there are images; none for a single chunk).
+    """
+    import multiprocessing
+
+    from panopticapi.evaluation import PQStat, pq_compute_single_core
+
+    workers = max(1, min(len(matched), os.cpu_count() or 1, max_workers))
+    chunks = [list(c) for c in np.array_split(np.arange(len(matched)), workers) if len(c)]
+    jobs = [
+        (i, [matched[j] for j in chunk], gt_folder, pred_folder, categories)
+        for i, chunk in enumerate(chunks)
+    ]
+    total = PQStat()
+    if len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for job in jobs:
+            total += pq_compute_single_core(*job)
+        return total
+    with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+        for stat in pool.starmap(pq_compute_single_core, jobs):
+            total += stat
+    return total
 
 
 class COCOPanopticEvaluator(DatasetEvaluator):
@@ -216,7 +259,6 @@ class COCOPanopticEvaluator(DatasetEvaluator):
 
     def _score(self, predictions: list[dict[str, Any]], work_dir: str) -> dict[str, float]:
         """Write predictions and the restricted ground truth under ``work_dir`` and score them."""
-        from panopticapi.evaluation import pq_compute_multi_core
 
         gt_json = self._load_gt_json()
         pred_folder = os.path.join(work_dir, "panoptic_predictions")
@@ -254,7 +296,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         categories = {int(c["id"]): c for c in gt_json["categories"]}
         matched = [(gt_by_image[i], pred_by_image[i]) for i in pred_by_image]
         with stdout_to_debug_log(logger):
-            pq_stat = pq_compute_multi_core(
+            pq_stat = pq_stat_of_matches(
                 matched, self._metadata.panoptic_root, pred_folder, categories
             )
         return pq_metrics(pq_stat, categories)
