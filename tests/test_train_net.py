@@ -76,11 +76,13 @@ def test_other_quickstarts_train_evaluate_and_reload(datasets_dir, tmp_path, con
     run_train_net(datasets_dir, *common, "--eval-only", *weights, "OUTPUT_DIR", str(reload_dir))
     assert read_results(reload_dir)["sem_seg"] == pytest.approx(trained)
 
-    # two processes (gloo on a CPU machine), each evaluating half the images, agree with one
-    two_dir = tmp_path / "eval2"
-    two = ["--num-gpus", "2", "--eval-only", *weights, "OUTPUT_DIR", str(two_dir)]
-    run_train_net(datasets_dir, *common, *two)
-    assert read_results(two_dir)["sem_seg"] == pytest.approx(trained)
+    # two processes (gloo on a CPU machine), each evaluating half the images, agree with one;
+    # one semantic config suffices (the panoptic quickstart test does the same for its evaluators)
+    if config == "semantic_fpn_R18_synthetic.yaml":
+        two_dir = tmp_path / "eval2"
+        two = ["--num-gpus", "2", "--eval-only", *weights, "OUTPUT_DIR", str(two_dir)]
+        run_train_net(datasets_dir, *common, *two)
+        assert read_results(two_dir)["sem_seg"] == pytest.approx(trained)
 
 
 def test_torchrun_trains_with_two_processes(datasets_dir, tmp_path):

@@ -95,3 +95,24 @@ def test_get_dataset_dicts_checks(tiny_synthetic, fresh_name):
     MetadataCatalog.get(fresh_name).set(stuff_classes=["a"], ignore_label=255)
     with pytest.raises(ValueError, match="stuff_classes"):
         get_dataset_dicts([train, fresh_name])
+
+
+def test_loader_workers_are_forked_even_where_spawn_is_the_default(tiny_synthetic, monkeypatch):
+    """Processes started by ``launch`` are spawned and default to spawning their own children;
+    loader workers fork anyway (no fresh interpreter per worker), and load the same data."""
+    import multiprocessing
+
+    train, val = tiny_synthetic
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    cfg = _cfg(train, workers=1)
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = False  # the DataLoader itself, not a grouping wrapper
+    train_loader = build_train_loader(cfg)
+    test_loader = build_test_loader(cfg, val)
+    for loader in (train_loader, test_loader):
+        assert loader.multiprocessing_context.get_start_method() == "fork"
+    assert len(next(iter(train_loader))) == 4
+    assert [b[0]["file_name"] for b in test_loader] == [
+        b[0]["file_name"] for b in build_test_loader(_cfg(train), val)
+    ]
+    cfg.DATALOADER.NUM_WORKERS = 0
+    assert build_test_loader(cfg, val).multiprocessing_context is None
