@@ -119,20 +119,25 @@ def test_resume_continues_from_last_checkpoint(datasets_dir, tmp_path):
     assert [line["iteration"] for line in lines if "total_loss" in line][-1] == 9
 
 
-# chance: scene 1/3, texture 1/18; object / material mIoU of a constant guess is under 10
+# CI trains the unified-parsing quickstart for 1000 of its 1600 iterations (CI time); measured at
+# 1000: scene 100, object 74.5, part 43.8, material 45.5 mIoU, texture 14.0 top-1 (the full 1600:
+# 100 / 80.9 / 56.2 / 64.8 / 26.0, docs/BENCHMARKS.md). Chance: scene 1/3, texture 1/18; object /
+# material mIoU of a constant guess is under 10.
+MULTITASK_CI_ITERS = 1000
 MULTITASK_FLOORS = {
     ("scene", "top1"): 70.0,
     ("object", "mIoU"): 60.0,
-    ("part", "mIoU"): 45.0,
-    ("material", "mIoU"): 45.0,
-    ("texture", "top1"): 15.0,
+    ("part", "mIoU"): 35.0,
+    ("material", "mIoU"): 35.0,
+    ("texture", "top1"): 10.0,
 }
 
 
 def test_unified_parsing_quickstart_beats_chance_on_every_task(datasets_dir, tmp_path):
     out = tmp_path / "multitask"
     config = "configs/quickstart/unified_parsing_R18_synthetic.yaml"
-    run_train_net(datasets_dir, "--config-file", config, "OUTPUT_DIR", str(out))
+    short = ["SOLVER.MAX_ITER", str(MULTITASK_CI_ITERS)]
+    run_train_net(datasets_dir, "--config-file", config, *short, "OUTPUT_DIR", str(out))
     results = read_results(out)
     for (task, metric), floor in MULTITASK_FLOORS.items():
         assert results[task][metric] >= floor, (task, metric, results[task])
