@@ -120,7 +120,7 @@ def test_resume_continues_from_last_checkpoint(datasets_dir, tmp_path):
 
 
 # CI trains the unified-parsing quickstart for 1000 of its 1600 iterations (CI time); measured at
-# 1000: scene 100, object 74.5, part 43.8, material 45.5 mIoU, texture 14.0 top-1 (the full 1600:
+# 1000: scene 100, object 72.8, part 40.0, material 44.6 mIoU, texture 18.0 top-1 (the full 1600:
 # 100 / 80.9 / 56.2 / 64.8 / 26.0, docs/BENCHMARKS.md). Chance: scene 1/3, texture 1/18; object /
 # material mIoU of a constant guess is under 10.
 MULTITASK_CI_ITERS = 1000
