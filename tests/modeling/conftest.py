@@ -71,3 +71,51 @@ def _inputs(with_labels: bool):
 def batched_inputs():
     """Factory: ``batched_inputs(with_labels=True)`` -> list of two model input dicts."""
     return _inputs
+
+
+def _flat(outputs) -> list[torch.Tensor]:
+    """Every tensor in nested dicts / lists / tuples, in a fixed order."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, dict):
+        return [t for key in sorted(outputs) for t in _flat(outputs[key])]
+    if isinstance(outputs, list | tuple):
+        return [t for item in outputs for t in _flat(item)]
+    return []
+
+
+def _check_channels_last(build, train_batch, test_batch) -> None:
+    """``build(channels_last: bool) -> model``. The channels-last model, given the NCHW model's
+    weights, computes the same losses, gradients and inference outputs. In float64, so that any
+    difference beyond rounding is a layout bug, not the summation order of NHWC kernels."""
+    torch.manual_seed(0)
+    ref = build(False).double()
+    model = build(True).double()
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    model.load_state_dict(ref.state_dict())  # NCHW checkpoint into an NHWC model, and back
+    ref.load_state_dict(model.state_dict())
+    results = []
+    for m in (ref, model):
+        m.train()
+        torch.manual_seed(1)  # the same RoI / anchor sampling in both
+        losses = m(train_batch)
+        sum(losses.values()).backward()
+        grads = [p.grad for p in m.parameters() if p.grad is not None]
+        with torch.no_grad():
+            outputs = m.eval()(test_batch)
+        results.append((losses, grads, _flat(outputs)))
+    (ref_losses, ref_grads, ref_out), (losses, grads, out) = results
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-9, atol=1e-12)
+    assert len(grads) == len(ref_grads) == len(list(ref.parameters()))
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert (grad - ref_grad).norm() <= 1e-9 * ref_grad.norm() + 1e-12
+    assert len(out) == len(ref_out) > 0
+    for value, ref_value in zip(out, ref_out):
+        torch.testing.assert_close(value, ref_value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.fixture
+def check_channels_last():
+    """``check_channels_last(build, train_batch, test_batch)``: see ``_check_channels_last``."""
+    return _check_channels_last

@@ -175,3 +175,13 @@ def test_panoptic_fpn_r50_parameter_count():
     count = sum(p.numel() for p in build_model(cfg).parameters())
     assert count == 45_978_347
     assert abs(count - 46.0e6) / 46.0e6 < 0.02
+
+
+def test_channels_last_model_computes_the_same(check_channels_last):
+    def build(channels_last: bool):
+        cfg = tiny_cfg()
+        cfg.MODEL.CHANNELS_LAST = channels_last
+        return build_model(cfg)
+
+    test_batch = [{"image": x["image"], "height": 40, "width": 50} for x in _batch()]
+    check_channels_last(build, _batch(), test_batch)

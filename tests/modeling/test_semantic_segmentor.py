@@ -107,3 +107,13 @@ def test_build_model_falls_back_to_cpu(tiny_cfg, caplog):
     assert isinstance(model, SemanticSegmentor) and model.device == torch.device("cpu")
     assert "CUDA is not available" in caplog.text
     assert META_ARCH_REGISTRY.get("SemanticSegmentor") is SemanticSegmentor
+
+
+@pytest.mark.parametrize("head", ["UPerNetHead", "PSPHead", "SemSegFPNHead"])
+def test_channels_last_model_computes_the_same(tiny_cfg, batched_inputs, check_channels_last, head):
+    def build(channels_last: bool):
+        cfg = tiny_cfg(head, aux=True)
+        cfg.MODEL.CHANNELS_LAST = channels_last
+        return build_model(cfg)
+
+    check_channels_last(build, batched_inputs(with_labels=True), batched_inputs(with_labels=False))

@@ -268,3 +268,12 @@ def test_from_config_reads_class_counts_from_metadata(tiny_cfg, multitask_metada
     cfg.DATASETS.TRAIN = (multitask_metadata(part_classes=["b/x"]),)
     with pytest.raises(ValueError, match="part_classes has 1"):
         build_model(cfg)
+
+
+def test_channels_last_model_computes_the_same(check_channels_last):
+    def build(channels_last: bool):
+        model = _model()
+        return model.to(memory_format=torch.channels_last) if channels_last else model
+
+    test_batch = [{k: x[k] for k in ("image", "height", "width")} for x in _inputs()]
+    check_channels_last(build, _inputs(), test_batch)

@@ -16,6 +16,10 @@ _C.VERSION = 1  # config format version, bumped when keys are renamed
 _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"  # name in META_ARCH_REGISTRY
 _C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a warning
+# Keep conv weights (and so every activation) in channels-last (NHWC) memory. The same model and
+# checkpoints either way; 1.15-2x faster training on one H200, but slower with SyncBN on 2 GPUs and
+# for batch-1 inference: measure for your setup (docs/BENCHMARKS.md, "Channels-last memory format")
+_C.MODEL.CHANNELS_LAST = False
 _C.MODEL.WEIGHTS = ""  # checkpoint of the whole model (path) loaded before training / evaluation
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # per-channel mean (INPUT.FORMAT order, 0-255)
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]  # per-channel std (INPUT.FORMAT order, 0-255)

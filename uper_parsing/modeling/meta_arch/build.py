@@ -22,8 +22,12 @@ Registry of meta-architectures: whole models built as ``MetaArch(cfg)``.
 
 def build_model(cfg) -> nn.Module:
     """Build ``cfg.MODEL.META_ARCHITECTURE`` and move it to ``cfg.MODEL.DEVICE`` (the CPU, with a
-    warning, when CUDA is absent). The model is not loaded with ``MODEL.WEIGHTS`` here."""
+    warning, when CUDA is absent), in channels-last memory when ``MODEL.CHANNELS_LAST``: 4-d
+    weights become NHWC, and convolutions then return NHWC activations whatever the input's
+    layout. The model is not loaded with ``MODEL.WEIGHTS`` here."""
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
     model.to(torch.device(usable_device(cfg.MODEL.DEVICE)))
+    if cfg.MODEL.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
     logger.info("Model:\n%s", model)
     return model
