@@ -302,6 +302,11 @@ def test_prepare_panoptic_fpn_and_builtin_coco(tmp_path, monkeypatch):
     make_coco_tree(coco)
     meta = MetadataCatalog.get("coco_2017_val_panoptic")
     assert meta.sem_seg_root is None
+    # box / mask AP use COCO's instance annotations when they are there, as detectron2 does
+    assert meta.instances_json is None
+    instances = coco / "annotations" / "instances_val2017.json"
+    instances.write_text("{}")
+    assert meta.instances_json == str(instances)
     before = DatasetCatalog.get("coco_2017_val_panoptic")
     assert "sem_seg_file_name" not in before[0]
 

@@ -95,6 +95,15 @@ def test_get_dataset_dicts_checks(tiny_synthetic, fresh_name):
     MetadataCatalog.get(fresh_name).set(stuff_classes=["a"], ignore_label=255)
     with pytest.raises(ValueError, match="stuff_classes"):
         get_dataset_dicts([train, fresh_name])
+    # panoptic sets: equal stuff, same number of different things
+    for name, things in ((f"{fresh_name}_a", ["car", "dog"]), (f"{fresh_name}_b", ["car", "cat"])):
+        DatasetCatalog.register(name, lambda: [{"file_name": "x"}])
+        MetadataCatalog.get(name).set(stuff_classes=["sky"], thing_classes=things)
+    with pytest.raises(ValueError, match="thing_classes.*'dog'.*'cat'"):
+        get_dataset_dicts([f"{fresh_name}_a", f"{fresh_name}_b"])
+    for name in (f"{fresh_name}_a", f"{fresh_name}_b"):
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 def test_loader_workers_are_forked_even_where_spawn_is_the_default(tiny_synthetic, monkeypatch):

@@ -109,11 +109,13 @@ EXPECTED_A = {
 }
 
 
-def test_hand_computed_case_matches_pq_compute(dataset, tmp_path):
+def test_hand_computed_case_matches_pq_compute(dataset, tmp_path, caplog):
     name, dicts = dataset
     out = tmp_path / "out"
     outputs = [{"panoptic_seg": (torch.from_numpy(PRED_A), SEGMENTS_A)}]
-    metrics = evaluate(name, dicts[:1], outputs, output_dir=str(out), distributed=False)
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate(name, dicts[:1], outputs, output_dir=str(out), distributed=False)
+    assert "1 of the 2 annotated images were predicted" in caplog.text
     assert metrics["panoptic_seg"] == pytest.approx(EXPECTED_A, abs=1e-9)
     assert list(metrics["panoptic_seg"]) == list(EXPECTED_A)
 
@@ -132,6 +134,14 @@ def test_hand_computed_case_matches_pq_compute(dataset, tmp_path):
     assert metrics["panoptic_seg"]["RQ_th"] == pytest.approx(100 * oracle["Things"]["rq"])
     assert metrics["panoptic_seg"]["SQ_st"] == pytest.approx(100 * oracle["Stuff"]["sq"])
     assert metrics["panoptic_seg"]["PQ-person"] == pytest.approx(100 * oracle["per_class"][1]["pq"])
+
+
+def test_images_with_one_stem_in_two_folders_keep_their_own_predictions(dataset):
+    name, dicts = dataset
+    outputs = ground_truth_outputs(dicts, name)
+    inputs = [dict(d, file_name=f"{folder}/frame.jpg") for d, folder in zip(dicts, "xy")]
+    metrics = evaluate(name, inputs, outputs, distributed=False)["panoptic_seg"]
+    assert metrics == pytest.approx(dict.fromkeys(HEADLINE + PER_CLASS, 100.0))
 
 
 def test_empty_predictions_give_pq_0(dataset):
@@ -242,7 +252,7 @@ def test_sem_seg_evaluator_class_names_and_reader(dataset):
 
 def test_two_ranks_gather_like_one(dataset, monkeypatch):
     """Rank 1 evaluates image "b", rank 0 image "a"; what rank 0 gathers (through a pickle round
-    trip, as all_gather does) scores exactly like one process that saw both images."""
+    trip, as (all_)gather does) scores exactly like one process that saw both images."""
     name, dicts = dataset
     outputs = ground_truth_outputs(dicts, name)
     outputs[0]["panoptic_seg"] = (torch.from_numpy(PRED_A), SEGMENTS_A)  # not all 100
@@ -250,16 +260,26 @@ def test_two_ranks_gather_like_one(dataset, monkeypatch):
     single.process(dicts, outputs)
     expected = single.evaluate()
 
-    sent = []  # what rank 1 contributes to each all_gather, in call order
+    sent = []  # what rank 1 contributes to each (all_)gather, in call order
+
+    def send(data, dst=0):
+        sent.append(pickle.dumps(data))
+        return [data]
+
+    def receive(data, dst=0):
+        return [data, pickle.loads(sent.pop(0))]
+
     monkeypatch.setattr(comm, "is_main_process", lambda: False)
-    monkeypatch.setattr(comm, "all_gather", lambda data: sent.append(pickle.dumps(data)) or [data])
+    monkeypatch.setattr(comm, "all_gather", send)
+    monkeypatch.setattr(comm, "gather", send)
     rank1 = PanopticFPNEvaluator(name, distributed=True)
     rank1.process(dicts[1:], outputs[1:])
     assert rank1.evaluate() == {}  # DatasetEvaluators skips the None of non-main ranks
     assert all(e.evaluate() is None for e in rank1)
 
     monkeypatch.setattr(comm, "is_main_process", lambda: True)
-    monkeypatch.setattr(comm, "all_gather", lambda data: [data, pickle.loads(sent.pop(0))])
+    monkeypatch.setattr(comm, "all_gather", receive)
+    monkeypatch.setattr(comm, "gather", receive)
     rank0 = PanopticFPNEvaluator(name, distributed=True)
     rank0.process(dicts[:1], outputs[:1])
     gathered = rank0.evaluate()

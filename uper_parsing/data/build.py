@@ -34,7 +34,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Metadata that every dataset trained on together must share.
-_SHARED_METADATA = ("stuff_classes", "ignore_label", "reduce_zero_label", "label_id_map")
+_SHARED_METADATA = (
+    "stuff_classes",
+    "thing_classes",
+    "ignore_label",
+    "reduce_zero_label",
+    "label_id_map",
+)
 _TRAIN_SAMPLERS = {"TrainingSampler": TrainingSampler}
 # Metadata that multi-task datasets trained on together must share (one reader, one model).
 _SHARED_MULTITASK_METADATA = (

@@ -193,7 +193,7 @@ class COCOEvaluator(DatasetEvaluator):
         predictions, images = self._predictions, self._images
         if self._distributed:
             comm.synchronize()
-            gathered = comm.all_gather((self._predictions, self._images))
+            gathered = comm.gather((self._predictions, self._images))
             if not comm.is_main_process():
                 return None
             predictions = [p for preds, _ in gathered for p in preds]

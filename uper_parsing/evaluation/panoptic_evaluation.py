@@ -14,8 +14,8 @@ import json
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,11 +192,9 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         for input_dict, output in zip(inputs, outputs, strict=True):
             seg_map, segments_info = output["panoptic_seg"]
             ids = _to_numpy(seg_map).astype(np.int64)
-            file_name = Path(input_dict["file_name"]).stem + ".png"
             self._predictions.append(
                 {
                     "image_id": input_dict["image_id"],
-                    "file_name": file_name,
                     "segments_info": self._segments(ids, segments_info, input_dict["file_name"]),
                     "png": _png_bytes(ids),
                 }
@@ -236,7 +234,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         predictions = self._predictions
         if self._distributed:
             comm.synchronize()
-            gathered = comm.all_gather(self._predictions)
+            gathered = comm.gather(self._predictions)  # PNG bytes: to rank 0 only
             if not comm.is_main_process():
                 return None
             predictions = [p for rank in gathered for p in rank]
@@ -263,11 +261,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         gt_json = self._load_gt_json()
         pred_folder = os.path.join(work_dir, "panoptic_predictions")
         os.makedirs(pred_folder, exist_ok=True)
-        annotations = []
-        for pred in predictions:
-            with open(os.path.join(pred_folder, pred["file_name"]), "wb") as f:
-                f.write(pred["png"])
-            annotations.append({k: v for k, v in pred.items() if k != "png"})
+        annotations = [{k: v for k, v in pred.items() if k != "png"} for pred in predictions]
         pred_by_image = {a["image_id"]: a for a in annotations}
         if len(pred_by_image) != len(annotations):
             raise ValueError(
@@ -281,7 +275,27 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 f"Image id {missing[0]!r} has a prediction but no annotation in "
                 f"{self._metadata.panoptic_json}."
             )
+        # a prediction PNG takes the name of its ground-truth PNG: unique, where image stems may
+        # not be (x/a.jpg and y/a.jpg would overwrite each other)
+        names = Counter(gt_by_image[i]["file_name"] for i in pred_by_image)
+        shared = [name for name, count in names.items() if count > 1]
+        if shared:
+            raise ValueError(
+                f"{self._metadata.panoptic_json}: {names[shared[0]]} annotations have file_name "
+                f"{shared[0]!r}; expected one PNG per image."
+            )
+        for pred, annotation in zip(predictions, annotations, strict=True):
+            annotation["file_name"] = gt_by_image[annotation["image_id"]]["file_name"]
+            with open(os.path.join(pred_folder, annotation["file_name"]), "wb") as f:
+                f.write(pred["png"])
         evaluated = set(pred_by_image)
+        if len(evaluated) < len(gt_by_image):
+            logger.warning(
+                "%s: %d of the %d annotated images were predicted; PQ covers those only.",
+                self._dataset_name,
+                len(evaluated),
+                len(gt_by_image),
+            )
         with open(os.path.join(work_dir, "panoptic_predictions.json"), "w") as f:
             json.dump({"annotations": annotations, "categories": gt_json["categories"]}, f)
         with open(os.path.join(work_dir, "panoptic_gt.json"), "w") as f:

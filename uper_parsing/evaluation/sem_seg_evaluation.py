@@ -1,4 +1,5 @@
-"""Semantic segmentation metrics from a confusion matrix (detectron2 / mmseg convention)."""
+"""Semantic segmentation metrics from a confusion matrix (mmseg's convention for mIoU, see
+``sem_seg_metrics``; detectron2 also leaves classes absent from the ground truth out of mIoU)."""
 
 from __future__ import annotations
 

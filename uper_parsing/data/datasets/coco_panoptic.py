@@ -363,6 +363,13 @@ def _coco_sem_seg_root(split: str) -> str | None:
     return path if os.path.isdir(path) else None
 
 
+def _coco_instances_json(split: str) -> str | None:
+    """``coco/annotations/instances_<split>2017.json`` when it exists: box and mask AP are then
+    scored against COCO's instance annotations, as detectron2 does, not the panoptic PNGs."""
+    path = _coco_path(f"annotations/instances_{split}2017.json")
+    return path if os.path.isfile(path) else None
+
+
 def _check_coco_root(split: str) -> None:
     root = _coco_path("")
     if not os.path.isdir(root):
@@ -379,7 +386,8 @@ def register_all_coco_panoptic() -> None:
     Layout under ``$UPER_PARSING_DATASETS/coco``: ``{train,val}2017/`` images,
     ``annotations/panoptic_{train,val}2017.json``, ``panoptic_{train,val}2017/`` PNGs and, when
     ``datasets/prepare_panoptic_fpn.py`` has made them, ``panoptic_semseg_{train,val}2017/``
-    (without them the semantic maps are derived from the PNGs when read).
+    (without them the semantic maps are derived from the PNGs when read). Box and mask AP use
+    ``annotations/instances_{train,val}2017.json`` when present (metadata ``instances_json``).
     """
     for name, split in COCO_PANOPTIC_SPLITS.items():
         register_coco_panoptic(
@@ -390,4 +398,7 @@ def register_all_coco_panoptic() -> None:
             panoptic_json=functools.partial(_coco_path, f"annotations/panoptic_{split}2017.json"),
             sem_seg_root=functools.partial(_coco_sem_seg_root, split),
             prepare=functools.partial(_check_coco_root, split),
+        )
+        MetadataCatalog.get(name).set_lazy(
+            instances_json=functools.partial(_coco_instances_json, split)
         )
