@@ -1,5 +1,5 @@
-"""Semantic segmentation metrics from a confusion matrix (mmseg's convention for mIoU, see
-``sem_seg_metrics``; detectron2 also leaves classes absent from the ground truth out of mIoU)."""
+"""Semantic segmentation metrics from a confusion matrix, with mmseg's mIoU convention: a class
+predicted but absent from the ground truth counts as IoU 0 (detectron2 leaves it out)."""
 
 from __future__ import annotations
 
