@@ -45,7 +45,8 @@ def main(args) -> dict:
     cfg = setup(args)
     if args.eval_only:
         model = DefaultTrainer.build_model(cfg)
-        Checkpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, partial=cfg.MODEL.WEIGHTS_PARTIAL)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = DefaultTrainer.test(cfg, model)
         if comm.is_main_process():
             write_results(results, os.path.join(cfg.OUTPUT_DIR, "results.json"))

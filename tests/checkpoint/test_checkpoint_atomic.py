@@ -1,4 +1,4 @@
-"""Checkpointer: atomic saves, resume_or_load semantics, tolerant model loading."""
+"""Checkpointer: atomic saves, resume_or_load semantics, loading that reports every tensor."""
 
 import logging
 import os
@@ -122,7 +122,23 @@ def test_resume_or_load(tmp_path):
     assert resumed.checkpointables["optimizer"].state_dict()["state"]
 
 
-def test_load_strips_module_prefix_and_skips_shape_mismatch(tmp_path, logs):
+def test_load_strips_module_prefix_and_rejects_shape_mismatch(tmp_path):
+    source = Net(classes=5)
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    path = tmp_path / "ddp.pth"
+    torch.save({"model": state}, path)
+
+    target = Net(classes=3)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match="WEIGHTS_PARTIAL") as error:
+        Checkpointer(target).load(str(path))
+    assert "head.weight: checkpoint (5, 4) vs model (3, 4)" in str(error.value)
+    assert "head.bias: checkpoint (5,) vs model (3,)" in str(error.value)
+    for name, value in target.state_dict().items():  # nothing loaded
+        assert torch.equal(value, before[name]), name
+
+
+def test_partial_load_skips_shape_mismatch(tmp_path, logs):
     source = Net(classes=5)
     state = {f"module.{k}": v for k, v in source.state_dict().items()}
     path = tmp_path / "ddp.pth"
@@ -130,12 +146,34 @@ def test_load_strips_module_prefix_and_skips_shape_mismatch(tmp_path, logs):
 
     target = Net(classes=3)
     head_before = target.head.weight.clone()
-    Checkpointer(target).load(str(path))
+    Checkpointer(target, partial=True).load(str(path))
     assert torch.equal(target.backbone.weight, source.backbone.weight)
     assert torch.equal(target.head.weight, head_before)  # skipped, not half-loaded
-    message = next(m for m in logs if "shape" in m)
+    message = next(m for m in logs if "shape-mismatched" in m)
     assert "head.weight: checkpoint (5, 4) vs model (3, 4)" in message
     assert "head.bias: checkpoint (5,) vs model (3,)" in message
+    assert not any("missing" in m for m in logs)  # skipped tensors are not also "missing"
+
+
+class Wider(Net):
+    def __init__(self):
+        super().__init__()
+        self.extra = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+
+
+def test_report_groups_missing_and_unexpected_keys_by_module(tmp_path, logs):
+    source = Wider()
+    state = source.state_dict()
+    del state["extra.0.weight"], state["extra.0.bias"]
+    state["old_head.fc.weight"] = torch.zeros(2)
+    torch.save({"model": state}, tmp_path / "w.pth")
+
+    Checkpointer(Wider()).load(str(tmp_path / "w.pth"))
+    missing = next(m for m in logs if "missing in the checkpoint" in m)
+    assert "2 model tensor(s) missing" in missing
+    assert "extra: 2 missing (0.weight, 0.bias)" in missing
+    unexpected = next(m for m in logs if "no place for" in m)
+    assert "old_head: 1 unexpected (fc.weight)" in unexpected
 
 
 def test_load_bare_state_dict(tmp_path):

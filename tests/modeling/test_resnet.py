@@ -136,6 +136,37 @@ def test_freeze_at(freeze_at):
             assert torch.equal(after[key], value) == key.startswith(frozen_prefixes), key
 
 
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+def test_stride_in_1x1_moves_the_stride_only(output_stride):
+    """MSRA / Caffe2 layout: same outputs, shapes and strides; the stride sits on conv1."""
+    torchvision_layout = ResNet(depth=50, output_stride=output_stride)
+    msra = ResNet(depth=50, output_stride=output_stride, stride_in_1x1=True)
+    assert msra.output_shape() == torchvision_layout.output_shape()
+    _check_output_shape(msra)
+    strided = {32: ("res3", "res4", "res5"), 16: ("res3", "res4"), 8: ("res3",)}[output_stride]
+    for name in ("res2", "res3", "res4", "res5"):
+        block, reference = getattr(msra, name)[0], getattr(torchvision_layout, name)[0]
+        stride = (2, 2) if name in strided else (1, 1)
+        assert (block.conv1.stride, block.conv2.stride) == (stride, (1, 1)), name
+        assert (reference.conv1.stride, reference.conv2.stride) == ((1, 1), stride), name
+        assert block.conv2.dilation == reference.conv2.dilation, name
+        assert block.downsample[0].stride == stride, name
+
+
+def test_stride_in_1x1_from_cfg_and_only_for_bottleneck():
+    """The key sets Bottleneck layouts; a BasicBlock ResNet (no 1x1 conv) rejects it by name."""
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = True
+    backbone = build_backbone(cfg)
+    assert backbone.res3[0].conv1.stride == (2, 2)
+    assert backbone.res3[0].conv2.stride == (1, 1)
+    with pytest.raises(ValueError, match="STRIDE_IN_1X1.*depth 18"):
+        ResNet(depth=18, stride_in_1x1=True)
+    cfg.MODEL.RESNETS.DEPTH = 18  # a base config's MSRA setting, inherited by an R18 config
+    with pytest.raises(ValueError, match="STRIDE_IN_1X1"):
+        build_backbone(cfg)
+
+
 @pytest.fixture(scope="module")
 def torchvision_weights(tmp_path_factory):
     """A torchvision resnet18 with non-trivial BN statistics, and its state dict saved to a file."""
@@ -180,7 +211,7 @@ def test_pretrained_deep_stem_logs_mismatches(torchvision_weights, caplog):
     with caplog.at_level(logging.WARNING, logger="uper_parsing.modeling.backbone.resnet"):
         backbone = ResNet(depth=18, stem_type="deep", pretrained=str(path))
     assert "shape mismatch" in caplog.text and "stem.conv1.weight" in caplog.text
-    assert "missing" in caplog.text and "stem.conv3.weight" in caplog.text
+    assert "stem: 10 missing (" in caplog.text and "conv3.weight" in caplog.text
     assert backbone.res2[0].conv1.weight.abs().sum() > 0
 
 

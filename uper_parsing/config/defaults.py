@@ -20,7 +20,12 @@ _C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a 
 # checkpoints either way; 1.15-2x faster training on one H200, but slower with SyncBN on 2 GPUs and
 # for batch-1 inference: measure for your setup (docs/BENCHMARKS.md, "Channels-last memory format")
 _C.MODEL.CHANNELS_LAST = False
-_C.MODEL.WEIGHTS = ""  # checkpoint of the whole model (path) loaded before training / evaluation
+# Checkpoint of the whole model loaded before training / evaluation: a path or URL of one of ours,
+# or a detectron2 .pkl / .pth (converted on load, see tools/convert_weights.py)
+_C.MODEL.WEIGHTS = ""
+# Load MODEL.WEIGHTS even where tensor shapes differ from the model (e.g. another class count):
+# those tensors keep their initial values. False: a shape mismatch stops the load, keys listed
+_C.MODEL.WEIGHTS_PARTIAL = False
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # per-channel mean (INPUT.FORMAT order, 0-255)
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]  # per-channel std (INPUT.FORMAT order, 0-255)
 
@@ -28,7 +33,9 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"  # name in BACKBONE_REGISTRY
 # Stages frozen from the input: 0 none, 1 stem, 2 stem + res2, ... 5 everything
 _C.MODEL.BACKBONE.FREEZE_AT = 0
-# Local path of ImageNet weights in torchvision's state-dict format ("" = random init)
+# ImageNet weights of the backbone ("" = random init): a torchvision ResNet state dict (.pth), or
+# detectron2's / Caffe2's R-50.pkl / R-101.pkl (these need MODEL.RESNETS.STRIDE_IN_1X1 True and BGR
+# input with PIXEL_MEAN [103.53, 116.28, 123.675], PIXEL_STD [1, 1, 1])
 _C.MODEL.BACKBONE.PRETRAINED = ""
 
 _C.MODEL.RESNETS = CN()
@@ -37,6 +44,9 @@ _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages retur
 _C.MODEL.RESNETS.NORM = "FrozenBN"  # "FrozenBN", "BN", "SyncBN" or "GN"
 _C.MODEL.RESNETS.OUTPUT_STRIDE = 32  # 32, 16 (res5 dilated) or 8 (res4 and res5 dilated)
 _C.MODEL.RESNETS.STEM_TYPE = "basic"  # "basic": 7x7 conv (torchvision); "deep": 3 x 3x3 convs
+# Bottleneck (depth 50 / 101) stride on the first 1x1 conv (MSRA / Caffe2 / detectron2 weights:
+# True) instead of the 3x3 conv (torchvision weights: False); True is an error for depth 18 / 34
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = False
 
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone outputs fed to the FPN
@@ -90,6 +100,8 @@ _C.MODEL.ANCHOR_GENERATOR = CN()
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]  # anchor sizes per RPN level
 # Aspect ratios (h / w) of the anchors: one list for every level, or one list per level
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+# Anchor centres at stride * (i + OFFSET) on each level's grid (detectron2: 0.0; 0.5 = cell centres)
+_C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0
 
 _C.MODEL.RPN = CN()
 _C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]  # pyramid levels the RPN reads
@@ -102,6 +114,8 @@ _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # proposals kept per image after NMS, t
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # proposals kept per image after NMS, testing
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of the proposal NMS
 _C.MODEL.RPN.SCORE_THRESH = 0.0  # proposals with a lower objectness probability are dropped
+# Box regression loss: smooth L1 with this beta, 0 = L1 (detectron2: 0; torchvision: 1/9)
+_C.MODEL.RPN.SMOOTH_L1_BETA = 0.0
 
 _C.MODEL.ROI_HEADS = CN()
 _C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # thing classes (= len(metadata.thing_classes))
@@ -119,16 +133,24 @@ _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024  # their width
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size of the box head
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin (0 = adaptive)
 _C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = [10.0, 10.0, 5.0, 5.0]  # (wx, wy, ww, wh) box coding
+# Box regression loss: smooth L1 with this beta, 0 = L1 (detectron2: 0; torchvision: 1/9)
+_C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
+# RoI pooling: "ROIAlignV2" (aligned, half-pixel shift: detectron2) or "ROIAlign" (torchvision's)
+_C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
 
 _C.MODEL.ROI_MASK_HEAD = CN()
 _C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4  # 3x3 convs of the mask head
 _C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256  # their channels
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # RoIAlign output size (masks come out at 2x)
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin (0 = adaptive)
+# RoI pooling of the mask head and of its training targets: "ROIAlignV2" (detectron2: targets cut
+# with aligned RoIAlign and binarised at 0.5) or "ROIAlign" (torchvision: unaligned, soft targets)
+_C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
 
-# Panoptic FPN: instance losses x INSTANCE_LOSS_WEIGHT + semantic loss x SEM_SEG_HEAD.LOSS_WEIGHT
+# Panoptic FPN: RPN losses + RoI-head losses x INSTANCE_LOSS_WEIGHT + semantic loss x
+# SEM_SEG_HEAD.LOSS_WEIGHT (detectron2)
 _C.MODEL.PANOPTIC_FPN = CN()
-_C.MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT = 1.0  # weight of the RPN and RoI-head losses
+_C.MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT = 1.0  # weight of the box / mask (not RPN) losses
 _C.MODEL.PANOPTIC_FPN.COMBINE = CN()
 _C.MODEL.PANOPTIC_FPN.COMBINE.ENABLED = True  # merge instances and stuff into panoptic_seg
 _C.MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH = 0.5  # skip an instance this much already taken
@@ -151,6 +173,9 @@ _C.INPUT.MIN_SIZE_TRAIN = [512]  # short-side choices for "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 2048  # long-side cap for "choice"
 _C.INPUT.MIN_SIZE_TEST = 512  # test-time short side (0 = keep the image size)
 _C.INPUT.MAX_SIZE_TEST = 2048  # test-time cap on the long side
+# How images are resized (train and test): "bilinear" (torchvision, antialiased, on tensors) or
+# "pil_bilinear" (PIL's bilinear on uint8, as detectron2 does; for its converted checkpoints)
+_C.INPUT.INTERPOLATION = "bilinear"
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = True  # random crop after the resize
 _C.INPUT.CROP.SIZE = [512, 512]  # crop (height, width) in pixels
@@ -186,7 +211,8 @@ _C.SOLVER.NESTEROV = False  # SGD Nesterov momentum
 _C.SOLVER.BETAS = [0.9, 0.999]  # AdamW betas
 _C.SOLVER.WEIGHT_DECAY = 0.0005  # weight decay of conv / linear weights
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of norm-layer parameters
-_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0  # weight decay of biases
+# Weight decay of biases; None = SOLVER.WEIGHT_DECAY (detectron2's default)
+_C.SOLVER.WEIGHT_DECAY_BIAS = None
 _C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # learning-rate factor of backbone parameters
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # or "WarmupCosineLR", "WarmupMultiStepLR"
 _C.SOLVER.POLY_LR_POWER = 0.9  # exponent of the poly schedule

@@ -3,8 +3,9 @@
 Transforms are ``torchvision.transforms.v2`` transforms: call them as ``t(image, labels)`` with a
 ``tv_tensors.Image`` (3, H, W) uint8 and a dict of ``tv_tensors.Mask`` (H, W) label maps; every
 label map moves with the image (masks are resized with nearest neighbour, padded with the ignore
-label), so multi-task maps never drift apart. Randomness comes from torch's generator, which the
-data loader seeds per worker.
+label), so multi-task maps never drift apart. Images are resized with one of
+``IMAGE_INTERPOLATIONS`` (``INPUT.INTERPOLATION``). Randomness comes from torch's generator, which
+the data loader seeds per worker.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2._utils import query_size
 
 __all__ = [
+    "IMAGE_INTERPOLATIONS",
     "ResizeRatioRange",
     "ResizeShortestEdge",
     "RandomCropCategoryArea",
@@ -41,9 +44,44 @@ def _randint(low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,)))
 
 
-def _resize(inpt: Any, size: tuple[int, int]) -> Any:
-    """Bilinear for images, nearest for masks (torchvision picks nearest for ``Mask``)."""
+def _resize_antialiased(inpt: Any, size: tuple[int, int]) -> Any:
+    """torchvision's antialiased bilinear; nearest for masks (torchvision's choice for ``Mask``)."""
     return TF.resize(inpt, list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+
+
+def _resize_pil_bilinear(inpt: Any, size: tuple[int, int]) -> Any:
+    """PIL's bilinear on a uint8 ``Image`` (detectron2's ``ResizeTransform``), one channel at a
+    time (equal to PIL's RGB resize); anything else as ``_resize_antialiased`` (masks: nearest)."""
+    if not isinstance(inpt, tv_tensors.Image):
+        return _resize_antialiased(inpt, size)
+    if inpt.dtype != torch.uint8:
+        raise ValueError(f"interpolation 'pil_bilinear' resizes uint8 images, got {inpt.dtype}")
+    planes = inpt.reshape(-1, *inpt.shape[-2:]).numpy()
+    height, width = size
+    resized = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(plane)).resize((width, height), Image.BILINEAR)
+        )
+        for plane in planes
+    ]
+    out = torch.from_numpy(np.stack(resized)).reshape(*inpt.shape[:-2], height, width)
+    return tv_tensors.wrap(out, like=inpt)
+
+
+# How images are resized, by INPUT.INTERPOLATION; label maps are always resized with nearest.
+IMAGE_INTERPOLATIONS = {
+    "bilinear": _resize_antialiased,
+    "pil_bilinear": _resize_pil_bilinear,
+}
+
+
+def _image_resize(interpolation: str) -> Any:
+    """The image resize function of ``interpolation``, a key of ``IMAGE_INTERPOLATIONS``."""
+    if interpolation not in IMAGE_INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {sorted(IMAGE_INTERPOLATIONS)}, got {interpolation!r}"
+        )
+    return IMAGE_INTERPOLATIONS[interpolation]
 
 
 def apply_transforms(
@@ -64,13 +102,22 @@ class ResizeRatioRange(v2.Transform):
 
     A ratio ``r`` is drawn from ``ratio_range``; the image is scaled, keeping its aspect ratio, to
     the largest size whose long side is at most ``scale[0] * r`` and short side at most
-    ``scale[1] * r``.
+    ``scale[1] * r``. Images are resized with ``interpolation`` (a key of
+    ``IMAGE_INTERPOLATIONS``), label maps with nearest.
     """
 
-    def __init__(self, *, scale: Sequence[int], ratio_range: Sequence[float]) -> None:
+    def __init__(
+        self,
+        *,
+        scale: Sequence[int],
+        ratio_range: Sequence[float],
+        interpolation: str = "bilinear",
+    ) -> None:
         super().__init__()
         self.scale = (int(scale[0]), int(scale[1]))
         self.ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
+        self.interpolation = interpolation
+        self._resize = _image_resize(interpolation)
 
     @staticmethod
     def output_size(hw: tuple[int, int], long_side: float, short_side: float) -> tuple[int, int]:
@@ -86,13 +133,14 @@ class ResizeRatioRange(v2.Transform):
         return {"size": size}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return _resize(inpt, params["size"])
+        return self._resize(inpt, params["size"])
 
 
 class ResizeShortestEdge(v2.Transform):
     """detectron2's ``ResizeShortestEdge``: the short side becomes one of ``short_edge_length``
     ("choice") or a value drawn from its [min, max] ("range"), the long side capped at ``max_size``
-    (0 = no cap)."""
+    (0 = no cap). Images are resized with ``interpolation`` (a key of ``IMAGE_INTERPOLATIONS``;
+    detectron2's is "pil_bilinear"), label maps with nearest."""
 
     def __init__(
         self,
@@ -100,8 +148,11 @@ class ResizeShortestEdge(v2.Transform):
         short_edge_length: int | Sequence[int],
         max_size: int = 0,
         sample_style: str = "choice",
+        interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
+        self.interpolation = interpolation
+        self._resize = _image_resize(interpolation)
         if isinstance(short_edge_length, int):
             short_edge_length = (short_edge_length,)
         if sample_style not in ("choice", "range"):
@@ -130,7 +181,7 @@ class ResizeShortestEdge(v2.Transform):
         return {"size": self.output_size(query_size(flat_inputs), short, self.max_size)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return _resize(inpt, params["size"])
+        return self._resize(inpt, params["size"])
 
 
 def _find_mask(inputs: Any, key: str) -> torch.Tensor | None:
@@ -318,10 +369,14 @@ class PadTo(v2.Transform):
 
 _TRAIN_RESIZES = {
     "ratio_range": lambda cfg: ResizeRatioRange(
-        scale=cfg.INPUT.RESIZE_SCALE, ratio_range=cfg.INPUT.RATIO_RANGE
+        scale=cfg.INPUT.RESIZE_SCALE,
+        ratio_range=cfg.INPUT.RATIO_RANGE,
+        interpolation=cfg.INPUT.INTERPOLATION,
     ),
     "choice": lambda cfg: ResizeShortestEdge(
-        short_edge_length=cfg.INPUT.MIN_SIZE_TRAIN, max_size=cfg.INPUT.MAX_SIZE_TRAIN
+        short_edge_length=cfg.INPUT.MIN_SIZE_TRAIN,
+        max_size=cfg.INPUT.MAX_SIZE_TRAIN,
+        interpolation=cfg.INPUT.INTERPOLATION,
     ),
     "none": lambda cfg: None,
 }
@@ -344,14 +399,19 @@ def build_augmentation(cfg: Any, is_train: bool, *, ignore_label: int = 255) -> 
     Train: resize (``RESIZE_TYPE``) -> random crop with category-area limit -> flip -> photometric
     distortion -> pad (``SIZE_DIVISIBILITY``; -1 pads to the crop size). Test: short-side resize
     to ``MIN_SIZE_TEST`` capped at ``MAX_SIZE_TEST`` (``MIN_SIZE_TEST = 0`` keeps the size: None).
+    Both resize images with ``INTERPOLATION``.
     """
     inp = cfg.INPUT
+    _pick(IMAGE_INTERPOLATIONS, inp.INTERPOLATION, "INPUT.INTERPOLATION")
     if not is_train:
         if inp.MIN_SIZE_TEST <= 0:
             return None
-        return v2.Compose(
-            [ResizeShortestEdge(short_edge_length=inp.MIN_SIZE_TEST, max_size=inp.MAX_SIZE_TEST)]
+        resize = ResizeShortestEdge(
+            short_edge_length=inp.MIN_SIZE_TEST,
+            max_size=inp.MAX_SIZE_TEST,
+            interpolation=inp.INTERPOLATION,
         )
+        return v2.Compose([resize])
     steps = [_pick(_TRAIN_RESIZES, inp.RESIZE_TYPE, "INPUT.RESIZE_TYPE")(cfg)]
     if inp.CROP.ENABLED:
         steps.append(

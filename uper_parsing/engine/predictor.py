@@ -36,7 +36,8 @@ class DefaultPredictor:
         self.cfg = cfg.clone()
         if model is None:
             model = build_model(self.cfg)
-            Checkpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+            checkpointer = Checkpointer(model, partial=cfg.MODEL.WEIGHTS_PARTIAL)
+            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
         self.model = _unwrap(model)
         self.augmentation = build_augmentation(self.cfg, is_train=False)
 

@@ -6,15 +6,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image
+import torch.nn.functional as F
 
 from ..layers import resize_to
 
 __all__ = [
+    "PASTE_CHUNK_BYTES",
     "combine_semantic_and_instance_outputs",
     "detector_postprocess",
+    "paste_masks_in_image",
     "sem_seg_postprocess",
 ]
+
+# Working memory of one chunk of the full-image paste (the CUDA path): a float32 sampling grid (two
+# values) and a float32 result (one value) per pixel and mask.
+PASTE_CHUNK_BYTES = 1024**3
+_PASTE_BYTES_PER_PIXEL = 3 * 4
+# Stands in for an empty or non-finite box: it lies left of and above every pixel centre.
+_OFF_IMAGE_BOX = (-2.0, -2.0, -1.0, -1.0)
 
 
 def sem_seg_postprocess(
@@ -33,6 +42,123 @@ def sem_seg_postprocess(
     return resize_to(cropped[None], (output_height, output_width))[0]
 
 
+def _sampling_grid(boxes: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """grid_sample's grid for the pixel rows ``ys`` (h,) and columns ``xs`` (w,) of each box.
+
+    A pixel's centre (x + 0.5, y + 0.5) is mapped into its box (N, 4) XYXY so that the box edges
+    are the mask's outer edges (-1 and 1 with align_corners=False).
+
+    Returns: Tensor (N, h, w, 2) of (x, y) in [-1, 1] inside the box.
+    """
+    x0, y0, x1, y1 = boxes[:, :, None].unbind(dim=1)
+    gx = (xs + 0.5 - x0) / (x1 - x0) * 2 - 1
+    gy = (ys + 0.5 - y0) / (y1 - y0) * 2 - 1
+    n, h, w = boxes.shape[0], ys.numel(), xs.numel()
+    return torch.stack([gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=3)
+
+
+def _sample(masks: torch.Tensor, grid: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Bilinear samples of ``masks`` (N, 1, M, M) at ``grid`` (N, h, w, 2), zero outside.
+
+    Returns: Tensor (N, h, w) bool (prob >= threshold), or uint8 prob * 255 if threshold < 0.
+    """
+    probs = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if threshold >= 0:
+        return probs[:, 0] >= threshold
+    return (probs[:, 0] * 255).to(torch.uint8)
+
+
+def _support(boxes: torch.Tensor, mask_hw: Sequence[int], image_hw: Sequence[int]) -> torch.Tensor:
+    """The pixels where each box's mask samples can be non-zero, clipped to the image.
+
+    Bilinear sampling reaches half a mask cell beyond the box; one more pixel covers rounding.
+    (detectron2 keeps one pixel around the box: the same masks for thresholds >= 0.5, but lower
+    thresholds and the uint8 probabilities would lose the pixels between.)
+
+    Returns: Tensor (N, 4) int64 (x_start, y_start, x_end, y_end), ends excluded.
+    """
+    cells = (boxes[:, 2:] - boxes[:, :2]) / boxes.new_tensor([mask_hw[1], mask_hw[0]])
+    starts = (boxes[:, :2] - cells / 2).floor() - 1
+    ends = (boxes[:, 2:] + cells / 2).ceil() + 1
+    limits = boxes.new_tensor([image_hw[1], image_hw[0]])
+    starts = torch.minimum(starts.clamp(min=0), limits)
+    ends = torch.minimum(ends.clamp(min=0), limits)
+    return torch.cat([starts, ends], dim=1).long()
+
+
+def _paste_per_box(
+    out: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor, threshold: float
+) -> None:
+    """Fill ``out`` (N, H, W) one mask at a time, computing each only on its support."""
+    xs = torch.arange(out.shape[2], dtype=torch.float32, device=out.device)
+    ys = torch.arange(out.shape[1], dtype=torch.float32, device=out.device)
+    supports = _support(boxes, masks.shape[-2:], out.shape[1:]).tolist()
+    for i, (x_start, y_start, x_end, y_end) in enumerate(supports):
+        if x_start < x_end and y_start < y_end:
+            grid = _sampling_grid(boxes[i : i + 1], ys[y_start:y_end], xs[x_start:x_end])
+            out[i, y_start:y_end, x_start:x_end] = _sample(masks[i : i + 1], grid, threshold)[0]
+
+
+def _paste_full_image(
+    out: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor, threshold: float
+) -> None:
+    """Fill ``out`` (N, H, W) over the whole image, in chunks of at most ``PASTE_CHUNK_BYTES``."""
+    n, height, width = out.shape
+    per_chunk = max(1, PASTE_CHUNK_BYTES // (height * width * _PASTE_BYTES_PER_PIXEL))
+    xs = torch.arange(width, dtype=torch.float32, device=out.device)
+    ys = torch.arange(height, dtype=torch.float32, device=out.device)
+    for start in range(0, n, per_chunk):
+        chunk = slice(start, start + per_chunk)
+        out[chunk] = _sample(masks[chunk], _sampling_grid(boxes[chunk], ys, xs), threshold)
+
+
+def paste_masks_in_image(
+    masks: torch.Tensor,
+    boxes: torch.Tensor,
+    image_shape: Sequence[int],
+    threshold: float = 0.5,
+    *,
+    per_box: bool | None = None,
+) -> torch.Tensor:
+    """Paste fixed-size mask probabilities into the image at their boxes (detectron2's paste).
+
+    Each pixel's centre (x + 0.5, y + 0.5) is mapped into its float box, the box spanning the
+    whole mask, and the mask is sampled there bilinearly (``grid_sample``, align_corners=False,
+    zero outside the mask). Empty or non-finite boxes paste nothing.
+
+    Args:
+        masks: Tensor (N, M, M) probabilities in [0, 1] (any M x M'; sampled in float32).
+        boxes: Tensor (N, 4) XYXY float boxes in image pixels; may extend past the image.
+        image_shape: (H, W) of the image.
+        threshold: a pixel is foreground where its probability is >= threshold. A negative
+            threshold returns the probabilities instead, as uint8 ``(prob * 255)`` truncated.
+        per_box: compute each mask only where it can be non-zero (its box, half a mask cell and
+            one pixel around it), one mask at a time; otherwise all masks over the whole image,
+            vectorised in chunks of at most ``PASTE_CHUNK_BYTES``. None (default): per box on the
+            CPU, full image elsewhere. Both give the same result.
+
+    Returns: Tensor (N, H, W) bool on the masks' device (uint8 when threshold < 0).
+    """
+    if masks.dim() != 3 or boxes.shape != (masks.shape[0], 4):
+        raise ValueError(
+            f"expected masks (N, M, M) and boxes (N, 4), got {tuple(masks.shape)} and "
+            f"{tuple(boxes.shape)}"
+        )
+    height, width = int(image_shape[0]), int(image_shape[1])
+    dtype = torch.bool if threshold >= 0 else torch.uint8
+    out = torch.zeros((masks.shape[0], height, width), dtype=dtype, device=masks.device)
+    if masks.shape[0] == 0 or height == 0 or width == 0:
+        return out
+    boxes = boxes.to(device=masks.device, dtype=torch.float32)
+    usable = (boxes[:, 2:] > boxes[:, :2]).all(dim=1) & boxes.isfinite().all(dim=1)
+    boxes = torch.where(usable[:, None], boxes, boxes.new_tensor(_OFF_IMAGE_BOX))
+    if per_box is None:
+        per_box = masks.device.type == "cpu"
+    paste = _paste_per_box if per_box else _paste_full_image
+    paste(out, masks[:, None].float(), boxes, threshold)
+    return out
+
+
 def detector_postprocess(
     detections: Mapping[str, torch.Tensor],
     img_size: Sequence[int],
@@ -43,17 +169,23 @@ def detector_postprocess(
 ) -> dict[str, torch.Tensor]:
     """Bring one image's detections from the network input size to the requested size.
 
+    Boxes are scaled to the output size and clipped to it; detections whose box is then empty
+    (width or height <= 0) are dropped, and the masks of the others are pasted with
+    :func:`paste_masks_in_image` (detectron2's ``detector_postprocess``).
+
     Args:
         detections: torchvision RoIHeads output of one image: ``boxes`` (N, 4) XYXY in the
             network input's pixels, ``scores`` (N,), ``labels`` (N,), and optionally ``masks``
             (N, 1, M, M) mask probabilities inside each box.
         img_size: (h, w) of the image inside the padded batch (what ``boxes`` refer to).
         output_height, output_width: the size to return (the original image size).
-        mask_threshold: probability above which a pasted mask pixel is foreground.
+        mask_threshold: probability at or above which a pasted mask pixel is foreground
+            (negative: uint8 probabilities * 255 instead of bool masks).
 
     Returns:
-        ``boxes`` (N, 4) XYXY scaled and clipped to the output size, ``scores``, ``labels`` and,
-        when given, ``masks`` bool (N, output_height, output_width).
+        The K <= N kept detections: ``boxes`` (K, 4) XYXY scaled and clipped to the output size,
+        ``scores`` (K,), ``labels`` (K,) and, when given, ``masks`` bool
+        (K, output_height, output_width).
     """
     scale_x = output_width / img_size[1]
     scale_y = output_height / img_size[0]
@@ -62,14 +194,19 @@ def detector_postprocess(
     )
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, output_width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, output_height)
-    out = {"boxes": boxes, "scores": detections["scores"], "labels": detections["labels"]}
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    out = {
+        "boxes": boxes[keep],
+        "scores": detections["scores"][keep],
+        "labels": detections["labels"][keep],
+    }
     if "masks" in detections:
-        masks = detections["masks"]
-        if masks.shape[0] == 0:
-            out["masks"] = masks.new_zeros((0, output_height, output_width), dtype=torch.bool)
-        else:
-            pasted = paste_masks_in_image(masks, boxes, (output_height, output_width), padding=1)
-            out["masks"] = pasted[:, 0] > mask_threshold
+        out["masks"] = paste_masks_in_image(
+            detections["masks"][keep][:, 0],
+            out["boxes"],
+            (output_height, output_width),
+            mask_threshold,
+        )
     return out
 
 

@@ -98,7 +98,9 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
         base_lr=solver.BASE_LR,
         weight_decay=solver.WEIGHT_DECAY,
         weight_decay_norm=solver.WEIGHT_DECAY_NORM,
-        weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
+        weight_decay_bias=(
+            solver.WEIGHT_DECAY if solver.WEIGHT_DECAY_BIAS is None else solver.WEIGHT_DECAY_BIAS
+        ),
         backbone_multiplier=solver.BACKBONE_MULTIPLIER,
     )
     if not params:

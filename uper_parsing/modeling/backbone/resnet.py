@@ -13,6 +13,12 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from ...checkpoint.detectron2 import (
+    convert_detectron2_file,
+    convert_detectron2_state_dict,
+    is_detectron2_state_dict,
+)
+from ...checkpoint.report import format_key_groups, format_shape_mismatches
 from ...config import configurable
 from ...layers import ShapeSpec, convert_frozen_batchnorm, get_norm
 from .backbone import Backbone
@@ -109,6 +115,13 @@ def _dilate_basic_stage(stage: nn.Sequential, previous_dilation: int, dilation: 
         _set_dilation(block.conv2, dilation)
 
 
+def _move_stride_to_1x1(stage: nn.Sequential) -> None:
+    """MSRA / Caffe2 Bottleneck layout: the first block's stride moves from its 3x3 conv2 to its
+    1x1 conv1 (a no-op for stride-1 and dilated stages); the shortcut keeps its stride."""
+    first = stage[0]
+    first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
+
+
 def _stage_out_channels(stage: nn.Sequential) -> int:
     last = stage[-1]
     return (last.conv2 if isinstance(last, BasicBlock) else last.conv3).out_channels
@@ -144,6 +157,7 @@ class ResNet(Backbone):
         stem_type: str = "basic",
         pretrained: str = "",
         in_channels: int = 3,
+        stride_in_1x1: bool = False,
     ) -> None:
         """
         Args:
@@ -154,13 +168,25 @@ class ResNet(Backbone):
                 (parameters get ``requires_grad=False``, BatchNorms become FrozenBatchNorm2d).
             output_stride: 32, 16 or 8; below 32 the last stages use dilation instead of stride.
             stem_type: "basic" (7x7 conv) or "deep" (three 3x3 convs, ResNetV1c).
-            pretrained: local path of a torchvision ImageNet state dict ("" = random init).
+            pretrained: local path of ImageNet weights ("" = random init): a torchvision state
+                dict, or a detectron2 / Caffe2 ``.pkl`` (see ``load_pretrained_weights``).
             in_channels: channels of the input image.
+            stride_in_1x1: Bottleneck only (depth 50 / 101): the stride 2 of each stage's first
+                block on its 1x1 conv1 (MSRA / Caffe2 / detectron2 weights) instead of on the
+                3x3 conv2 (torchvision weights).
         """
         super().__init__()
         _check_args(depth, out_features, norm, output_stride, stem_type)
+        if stride_in_1x1 and depth in _BASIC_BLOCK_DEPTHS:
+            raise ValueError(
+                f"stride_in_1x1 (MODEL.RESNETS.STRIDE_IN_1X1) needs a Bottleneck ResNet "
+                f"(depth 50 or 101), got depth {depth}"
+            )
         norm_layer = functools.partial(get_norm, norm)
         tv = _torchvision_resnet(depth, norm_layer, _DILATED_STAGES[output_stride])
+        if stride_in_1x1:
+            for i in range(len(_STAGES)):
+                _move_stride_to_1x1(getattr(tv, f"layer{i + 1}"))
         if stem_type == "deep":
             self.stem = _deep_stem(in_channels, norm_layer)
         else:
@@ -177,7 +203,7 @@ class ResNet(Backbone):
             self._out_feature_channels[name] = _stage_out_channels(stage)
             self._out_feature_strides[name] = stride
         if pretrained:
-            self.load_torchvision_weights(pretrained)
+            self.load_pretrained_weights(pretrained)
         elif norm == "FrozenBN" or freeze_at > 0:
             logger.warning(
                 "ResNet-%d has random weights (MODEL.BACKBONE.PRETRAINED is empty) but norm %s "
@@ -203,6 +229,7 @@ class ResNet(Backbone):
             "stem_type": res.STEM_TYPE,
             "pretrained": cfg.MODEL.BACKBONE.PRETRAINED,
             "in_channels": input_shape.channels,
+            "stride_in_1x1": res.STRIDE_IN_1X1,
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -229,34 +256,67 @@ class ResNet(Backbone):
             convert_frozen_batchnorm(module)
         return self
 
-    def load_torchvision_weights(self, path: str) -> None:
-        """Load an ImageNet state dict in torchvision's format (``fc.*`` dropped) from ``path``.
+    def load_pretrained_weights(self, path: str) -> None:
+        """Load ImageNet weights from the local file ``path``, by format:
 
-        Missing, unexpected and shape-mismatched keys are logged, not fatal (a deep stem or a
-        GN backbone cannot take every torchvision tensor).
+        - ``.pkl``: a Caffe2 / Detectron ResNet (``R-50.pkl``, ``R-101.pkl``: these need
+          ``stride_in_1x1``, BGR 0-255 input and ``PIXEL_STD [1, 1, 1]``) or a detectron2 file
+          (its ``backbone.bottom_up`` part), converted by ``checkpoint.detectron2``;
+        - otherwise a ``torch.save`` file: a torchvision ResNet state dict (``fc.*`` ignored),
+          or ``{"model": ...}`` written by ``tools/convert_weights.py`` from one of the above.
+
+        Missing, unexpected and shape-mismatched tensors are logged by module, not fatal (a deep
+        stem or a GN backbone cannot take every ImageNet tensor).
         """
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Backbone weights MODEL.BACKBONE.PRETRAINED='{path}' not found"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
-        state = {_rename_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
+        state = _read_pretrained(path)
         own = self.state_dict()
-        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        for k in mismatched:
+        mismatched = [
+            (k, tuple(v.shape), tuple(own[k].shape))
+            for k, v in state.items()
+            if k in own and own[k].shape != v.shape
+        ]
+        for k, _, _ in mismatched:
             state.pop(k)
         result = self.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-        logger.info("Loaded backbone weights from %s", path)
-        for what, keys in (
-            ("missing in the file", missing),
-            ("in the file but not in the model", result.unexpected_keys),
-            ("skipped for a shape mismatch", mismatched),
+        skipped = {k for k, _, _ in mismatched}
+        missing = [
+            k
+            for k in result.missing_keys
+            if k not in skipped and not k.endswith("num_batches_tracked")
+        ]
+        logger.info("Loaded backbone weights from %s (%d tensors)", path, len(state))
+        for what, lines in (
+            ("shape mismatch (skipped)", format_shape_mismatches(mismatched)),
+            ("missing in the file", format_key_groups(missing, "missing")),
+            (
+                "in the file but not in the model",
+                format_key_groups(result.unexpected_keys, "unused"),
+            ),
         ):
-            if keys:
-                logger.warning("Backbone keys %s (%d): %s", what, len(keys), ", ".join(keys))
+            if lines:
+                logger.warning("Backbone tensors %s:\n  %s", what, "\n  ".join(lines))
+
+
+def _read_pretrained(path: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights at ``path`` with this module's names (see ``load_pretrained_weights``)."""
+    if path.endswith(".pkl"):
+        conversion = convert_detectron2_file(path)
+        logger.info("Converted %s: %s", path, conversion.summary())
+        return conversion.resnet_state_dict()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    if is_detectron2_state_dict(state):
+        return convert_detectron2_state_dict(state).resnet_state_dict()
+    if "fc.weight" in state:
+        logger.info("Ignoring the ImageNet classifier fc.* of %s", path)
+    return {_rename_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
 
 
 def _rename_torchvision_key(key: str) -> str:

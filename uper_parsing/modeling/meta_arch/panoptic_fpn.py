@@ -65,10 +65,11 @@ class PanopticFPN(nn.Module):
     ``instances`` = {``boxes`` (N, 4) XYXY, ``labels`` (N,) thing ids 0..K-1, ``masks`` (N, H, W)}.
 
     Output: training ``{loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg, loss_mask,
-    loss_sem_seg}`` (instance losses times ``instance_loss_weight``; the semantic head applies
-    its own weight); inference, per image at ``height`` x ``width``: ``sem_seg`` (K_st + 1, H, W)
-    logits, ``instances`` {``boxes``, ``scores``, ``labels``, ``masks`` bool (N, H, W)} and, when
-    combining is enabled, ``panoptic_seg`` = (seg_map int32 (H, W), segments_info).
+    loss_sem_seg}`` (box and mask losses times ``instance_loss_weight``, RPN losses unweighted;
+    the semantic head applies its own weight); inference, per image at ``height`` x ``width``:
+    ``sem_seg`` (K_st + 1, H, W) logits, ``instances`` {``boxes``, ``scores``, ``labels``,
+    ``masks`` bool (N, H, W)} and, when combining is enabled, ``panoptic_seg`` = (seg_map int32
+    (H, W), segments_info).
 
     Normalisation happens here, once: images stay uint8 0-255 until the model subtracts
     ``pixel_mean`` and divides by ``pixel_std`` (0-255 scale), which equals torchvision's
@@ -99,7 +100,8 @@ class PanopticFPN(nn.Module):
             sem_seg_head: semantic head over K_st + 1 classes (class 0 = things).
             rpn_in_features: backbone outputs the RPN reads, in anchor-size order.
             pixel_mean, pixel_std: per-channel statistics on the 0-255 scale.
-            instance_loss_weight: weight of the RPN and RoI-head losses.
+            instance_loss_weight: weight of the RoI-head (box and mask) losses; the RPN losses
+                keep weight 1, as in detectron2.
             combine: instance / stuff merging settings.
             size_divisibility: batches are padded to multiples of the larger of this and the
                 backbone's ``size_divisibility``.
@@ -182,10 +184,11 @@ class PanopticFPN(nn.Module):
         targets = self._instance_targets(batched_inputs)
         proposals, rpn_losses = self.rpn(images, rpn_features, targets)
         _, roi_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
-        losses = {
-            _LOSS_NAMES[k]: v * self.instance_loss_weight
-            for k, v in {**rpn_losses, **roi_losses}.items()
-        }
+        # detectron2: the instance weight scales the box and mask losses, never the RPN's
+        losses = {_LOSS_NAMES[k]: v for k, v in rpn_losses.items()}
+        losses.update(
+            {_LOSS_NAMES[k]: v * self.instance_loss_weight for k, v in roi_losses.items()}
+        )
         sem_targets = stack_label_maps(
             batched_inputs,
             "sem_seg",

@@ -72,6 +72,9 @@ class SemSegFPNHead(SemSegHead):
                     for k in range(steps)
                 )
             )
+        # detectron2's SemSegFPNHead starts its classifier as its convs (c2_msra_fill)
+        nn.init.kaiming_normal_(self.predictor.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.predictor.bias)
         self._upsampled = [input_shape[n].stride != common_stride for n in self.in_features]
         self._finest_scale = input_shape[self.in_features[0]].stride // common_stride
 
