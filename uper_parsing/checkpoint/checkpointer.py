@@ -33,7 +33,7 @@ from .detectron2 import (
     is_resnet_state_dict,
 )
 from .paths import register_url_handlers
-from .report import format_key_groups, format_shape_mismatches
+from .report import format_key_groups, format_shape_mismatches, shape_mismatches
 
 __all__ = ["Checkpointer", "PeriodicCheckpointer", "resnet_prefix"]
 
@@ -148,12 +148,7 @@ class Checkpointer(_FvcoreCheckpointer):
         self._convert_ndarray_to_tensor(state)
         if state and all(k.startswith("module.") for k in state):
             state = {k[len("module.") :]: v for k, v in state.items()}
-        own = self.model.state_dict()
-        mismatched = [
-            (k, tuple(v.shape), tuple(own[k].shape))
-            for k, v in state.items()
-            if k in own and tuple(v.shape) != tuple(own[k].shape)
-        ]
+        mismatched = shape_mismatches(state, self.model.state_dict())
         if mismatched and not self.partial:
             raise ValueError(
                 f"{len(mismatched)} checkpoint tensor(s) differ in shape from the model:\n  "

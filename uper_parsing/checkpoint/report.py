@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["format_key_groups", "format_shape_mismatches", "group_by_module"]
+__all__ = ["format_key_groups", "format_shape_mismatches", "group_by_module", "shape_mismatches"]
 
 
 def group_by_module(keys: Iterable[str]) -> dict[str, list[str]]:
@@ -39,4 +39,16 @@ def format_shape_mismatches(
     return [
         f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(model)}"
         for key, ckpt, model in mismatches
+    ]
+
+
+def shape_mismatches(
+    state: Mapping[str, object], model_state: Mapping[str, object]
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """``(key, checkpoint shape, model shape)`` of every tensor of ``state`` the model also has
+    with another shape."""
+    return [
+        (k, tuple(v.shape), tuple(model_state[k].shape))
+        for k, v in state.items()
+        if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)
     ]

@@ -18,7 +18,7 @@ from ...checkpoint.detectron2 import (
     convert_detectron2_state_dict,
     is_detectron2_state_dict,
 )
-from ...checkpoint.report import format_key_groups, format_shape_mismatches
+from ...checkpoint.report import format_key_groups, format_shape_mismatches, shape_mismatches
 from ...config import configurable
 from ...layers import ShapeSpec, convert_frozen_batchnorm, get_norm
 from .backbone import Backbone
@@ -273,12 +273,7 @@ class ResNet(Backbone):
                 f"Backbone weights MODEL.BACKBONE.PRETRAINED='{path}' not found"
             )
         state = _read_pretrained(path)
-        own = self.state_dict()
-        mismatched = [
-            (k, tuple(v.shape), tuple(own[k].shape))
-            for k, v in state.items()
-            if k in own and own[k].shape != v.shape
-        ]
+        mismatched = shape_mismatches(state, self.state_dict())
         for k, _, _ in mismatched:
             state.pop(k)
         result = self.load_state_dict(state, strict=False)
