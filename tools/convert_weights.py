@@ -24,7 +24,8 @@ from iopath.common.file_io import PathManager
 
 from uper_parsing.checkpoint import atomic_write
 from uper_parsing.checkpoint.checkpointer import resnet_prefix
-from uper_parsing.checkpoint.detectron2 import Conversion, convert_detectron2_file
+from uper_parsing.checkpoint.conversion import Conversion
+from uper_parsing.checkpoint.detectron2 import convert_detectron2_file
 from uper_parsing.checkpoint.paths import register_url_handlers
 from uper_parsing.checkpoint.report import format_key_groups, format_shape_mismatches
 from uper_parsing.config import get_cfg

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .conversion import Conversion, as_tensors, rename_keys
+
 __all__ = [
     "Conversion",
     "convert_caffe2_resnet",
@@ -43,45 +45,6 @@ __all__ = [
 
 _AFFINE = r"(?P<p>weight|bias)"
 _RESNET_PREFIX = "backbone.bottom_up."  # detectron2's and this project's ResNet inside an FPN
-
-
-@dataclasses.dataclass
-class Conversion:
-    """A converted state dict and the account of every source key.
-
-    Attributes:
-        state_dict: this project's names -> tensors.
-        kind: "model" (a whole detectron2 model) or "resnet" (a bare backbone with ``ResNet``'s
-            own names: ``stem.conv1.weight``, ``res2.0.bn1.weight``, ...).
-        source_format: "detectron2" or "caffe2" (the naming scheme of the source keys).
-        author: the file's ``__author__`` (or the format when it has none).
-        renamed: source key -> key in ``state_dict``.
-        ignored: source keys dropped on purpose.
-        filled: keys of ``state_dict`` with no source (running mean 0 / var 1 of Caffe2 BN).
-    """
-
-    state_dict: dict[str, torch.Tensor]
-    kind: str
-    source_format: str
-    author: str
-    renamed: dict[str, str]
-    ignored: list[str]
-    filled: list[str]
-
-    def resnet_state_dict(self) -> dict[str, torch.Tensor]:
-        """The ResNet part with ``ResNet``'s own names (for ``MODEL.BACKBONE.PRETRAINED``)."""
-        if self.kind == "resnet":
-            return dict(self.state_dict)
-        n = len(_RESNET_PREFIX)
-        return {k[n:]: v for k, v in self.state_dict.items() if k.startswith(_RESNET_PREFIX)}
-
-    def summary(self) -> str:
-        """One line: what was converted, renamed, filled and ignored."""
-        text = (
-            f"{self.source_format} {self.kind} by '{self.author}': {len(self.renamed)} tensors "
-            f"renamed, {len(self.filled)} filled, {len(self.ignored)} ignored"
-        )
-        return text + (f" ({', '.join(self.ignored)})" if self.ignored else "")
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -313,33 +276,6 @@ _CAFFE2_RULES: list[tuple[str, _Target]] = [
 ]
 
 
-def _rename_all(
-    keys: Iterable[str], rules: list[tuple[str, _Target]], ignored: str, ctx: _Context, source: str
-) -> tuple[dict[str, str], list[str]]:
-    """Rename every key by the first rule that matches it whole, or list it as ignored.
-
-    Returns: ({source key: new key}, [ignored keys]). Raises ValueError naming unknown keys.
-    """
-    compiled = [(re.compile(pattern), target) for pattern, target in rules]
-    renamed, dropped, unknown = {}, [], []
-    for key in sorted(keys):
-        if re.fullmatch(ignored, key):
-            dropped.append(key)
-            continue
-        match = next(((m, t) for r, t in compiled if (m := r.fullmatch(key))), None)
-        if match is None:
-            unknown.append(key)
-        else:
-            renamed[key] = match[1](match[0], ctx)
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} {source} key(s) have no counterpart in this project and are not "
-            f"known to be safe to drop: {', '.join(unknown[:20])}"
-            + (" ..." if len(unknown) > 20 else "")
-        )
-    return renamed, dropped
-
-
 def _first_level(keys: Iterable[str], pattern: str) -> int:
     levels = [int(m["level"]) for k in keys if (m := re.match(pattern, k))]
     return min(levels, default=2)
@@ -402,17 +338,6 @@ def _apply_class_layouts(
 # ----------------------------------------------------------------------------- conversions
 
 
-def _as_tensors(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{key} holds a {type(value).__name__}, not an array or tensor")
-        out[key] = value
-    return out
-
-
 def convert_detectron2_state_dict(
     state: Mapping[str, Any], *, author: str = "detectron2"
 ) -> Conversion:
@@ -427,11 +352,11 @@ def convert_detectron2_state_dict(
     Raises:
         ValueError naming the keys that are neither mappable nor safe to drop.
     """
-    tensors = _as_tensors(state)
+    tensors = as_tensors(state)
     keys = list(tensors)
     kind = "resnet" if is_resnet_state_dict(keys) else "model"
     rules = _resnet_rules("") if kind == "resnet" else _resnet_rules(_RESNET_PREFIX) + _HEAD_RULES
-    renamed, ignored = _rename_all(keys, rules, _DETECTRON2_IGNORED, _context(keys), "detectron2")
+    renamed, ignored = rename_keys(keys, rules, _DETECTRON2_IGNORED, _context(keys), "detectron2")
     source = {k: tensors[k] for k in renamed}
     num_things = _num_things(source)
     converted = _apply_class_layouts({renamed[k]: v for k, v in source.items()}, num_things)
@@ -459,13 +384,13 @@ def convert_caffe2_resnet(blobs: Mapping[str, Any], *, author: str = "Caffe2") -
     need ``MODEL.RESNETS.STRIDE_IN_1X1 True`` and BGR 0-255 input with ``PIXEL_STD [1, 1, 1]``.
     ``fc1000_*`` and ``*_momentum`` are ignored.
     """
-    tensors = _as_tensors(blobs)
+    tensors = as_tensors(blobs)
     stats = _caffe2_running_stats(tensors)
     ctx, never = _context([]), r"(?!)"
-    to_d2, ignored = _rename_all(tensors, _CAFFE2_RULES, _CAFFE2_IGNORED, ctx, "Caffe2")
-    stats_to_d2, _ = _rename_all(stats, _CAFFE2_RULES, never, ctx, "Caffe2")
+    to_d2, ignored = rename_keys(tensors, _CAFFE2_RULES, _CAFFE2_IGNORED, ctx, "Caffe2")
+    stats_to_d2, _ = rename_keys(stats, _CAFFE2_RULES, never, ctx, "Caffe2")
     d2_names = {**to_d2, **stats_to_d2}
-    d2_to_ours, _ = _rename_all(d2_names.values(), _resnet_rules(""), never, ctx, "Caffe2")
+    d2_to_ours, _ = rename_keys(d2_names.values(), _resnet_rules(""), never, ctx, "Caffe2")
     every = {**tensors, **stats}
     state = {d2_to_ours[d2]: every[c2] for c2, d2 in d2_names.items()}
     renamed = {c2: d2_to_ours[d2] for c2, d2 in to_d2.items()}

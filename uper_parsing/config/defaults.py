@@ -26,6 +26,9 @@ _C.MODEL.WEIGHTS = ""
 # Load MODEL.WEIGHTS even where tensor shapes differ from the model (e.g. another class count):
 # those tensors keep their initial values. False: a shape mismatch stops the load, keys listed
 _C.MODEL.WEIGHTS_PARTIAL = False
+# What MODEL.WEIGHTS holds: "auto" (decided from the file: its name, its "source" record, its keys),
+# "ours", "detectron2", "mmseg", "hf-upernet", "csail", "timm" or "torchvision"; converted on load
+_C.MODEL.WEIGHTS_FORMAT = "auto"
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # per-channel mean (INPUT.FORMAT order, 0-255)
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]  # per-channel std (INPUT.FORMAT order, 0-255)
 
@@ -47,6 +50,29 @@ _C.MODEL.RESNETS.STEM_TYPE = "basic"  # "basic": 7x7 conv (torchvision); "deep":
 # Bottleneck (depth 50 / 101) stride on the first 1x1 conv (MSRA / Caffe2 / detectron2 weights:
 # True) instead of the 3x3 conv (torchvision weights: False); True is an error for depth 18 / 34
 _C.MODEL.RESNETS.STRIDE_IN_1X1 = False
+
+# Any timm model as a backbone (build_timm_backbone): its stage outputs are named res<log2(stride)>
+_C.MODEL.TIMM = CN()
+_C.MODEL.TIMM.NAME = "convnext_tiny"  # timm model name (timm.list_models())
+_C.MODEL.TIMM.OUT_INDICES = [0, 1, 2, 3]  # feature levels returned (timm's out_indices)
+_C.MODEL.TIMM.DROP_PATH_RATE = 0.0  # stochastic depth rate of the last block (linear in depth)
+# Norm applied to each returned level: "" (none) or "LN" (a LayerNorm over channels per level, as
+# the published mmseg / transformers ConvNeXt and Swin UPerNets carry: norm0..norm3)
+_C.MODEL.TIMM.OUT_NORM = ""
+
+# Swin Transformer backbone (build_swin_backbone), mmseg's numerics with timm's parameter names
+_C.MODEL.SWIN = CN()
+_C.MODEL.SWIN.PATCH_SIZE = 4  # patch embedding stride
+_C.MODEL.SWIN.EMBED_DIM = 96  # channels of the first stage (doubled per stage)
+_C.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]  # blocks per stage (Swin-T; S/B: [2, 2, 18, 2])
+_C.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]  # attention heads per stage (Swin-T/S; B: [4, 8, 16, 32])
+_C.MODEL.SWIN.WINDOW_SIZE = 7  # attention window (tokens per side)
+_C.MODEL.SWIN.MLP_RATIO = 4.0  # MLP hidden width / channels
+_C.MODEL.SWIN.QKV_BIAS = True  # bias in the query / key / value projection
+_C.MODEL.SWIN.DROP_PATH_RATE = 0.3  # stochastic depth rate of the last block (linear in depth)
+_C.MODEL.SWIN.APE = False  # absolute position embedding after the patch embedding
+_C.MODEL.SWIN.PATCH_NORM = True  # LayerNorm after the patch embedding
+_C.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages returned (each normed)
 
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone outputs fed to the FPN
