@@ -45,7 +45,12 @@ def main(args) -> dict:
     cfg = setup(args)
     if args.eval_only:
         model = DefaultTrainer.build_model(cfg)
-        checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, partial=cfg.MODEL.WEIGHTS_PARTIAL)
+        checkpointer = Checkpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            partial=cfg.MODEL.WEIGHTS_PARTIAL,
+            weights_format=cfg.MODEL.WEIGHTS_FORMAT,
+        )
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = DefaultTrainer.test(cfg, model)
         if comm.is_main_process():

@@ -1,49 +1,71 @@
 """Convert weights from another codebase into this project's checkpoint format.
 
-    python tools/convert_weights.py --from detectron2 model_final_cafdb1.pkl panoptic_fpn_R50.pth
-    python tools/convert_weights.py --from detectron2 R-50.pkl R-50.pth
-    python tools/convert_weights.py --from detectron2 --config-file X.yaml IN OUT [KEY VALUE ...]
+    # detectron2 models and Caffe2 ImageNet ResNets
+    python tools/convert_weights.py --from detectron2 model_final_cafdb1.pkl panoptic_fpn_R101.pth
+    python tools/convert_weights.py --from detectron2 \\
+        detectron2://ImageNetPretrained/MSRA/R-50.pkl R-50.pth
+    # mmsegmentation segmentors and the ImageNet backbones of its configs
+    python tools/convert_weights.py --from mmseg --config-file configs/X.yaml \\
+        upernet_r50_512x512_160k_ade20k_20200615_184328-8534de8d.pth upernet_R50_ade20k.pth
+    python tools/convert_weights.py --from mmseg open-mmlab://resnet50_v1c resnet50_v1c.pth
+    # transformers' UperNet: a model folder (config.json + model.safetensors) is checked against
+    # the architecture its config.json describes
+    python tools/convert_weights.py --from hf-upernet upernet-convnext-tiny/ upernet_convnext_T.pth
+    # CSAIL's semantic-segmentation-pytorch: encoder and decoder into one file
+    python tools/convert_weights.py --from csail encoder_epoch_30.pth \\
+        --decoder decoder_epoch_30.pth upernet50_csail.pth
+    # timm (and the original FB ConvNeXt / Microsoft Swin) ImageNet backbones
+    python tools/convert_weights.py --from timm convnext_tiny_1k_224_ema.pth convnext_T.safetensors
+    # torchvision ResNets
+    python tools/convert_weights.py --from torchvision \\
+        https://download.pytorch.org/models/resnet50-11ad3fa6.pth resnet50.pth
 
-IN is a path or URL (file://, http(s)://, detectron2://). OUT holds ``{"model": state dict,
-"__author__", "source": {...}}``: a whole model loads with ``MODEL.WEIGHTS OUT``, a backbone
-(``source.kind == "resnet"``) with ``MODEL.BACKBONE.PRETRAINED OUT``. With ``--config-file`` the
-result is also compared with the model of that config (every tensor placed, same shapes).
-Options come before IN OUT, the config's KEY VALUE overrides after them.
+IN (and DECODER) is a path or URL (file://, https:// (downloaded once into the cache),
+detectron2://, open-mmlab://). OUT holds ``{"model": state dict, "__author__", "source": {...}}``
+(``.pth``), or the tensors with the ``source`` record in the metadata (``.safetensors``): a whole
+model (``source.kind == "model"``) loads with ``MODEL.WEIGHTS OUT``, a backbone (``"resnet"`` /
+``"backbone"``) with ``MODEL.BACKBONE.PRETRAINED OUT`` (or ``MODEL.WEIGHTS``, into the model's
+backbone). With ``--config-file`` the result is also compared with the model of that config
+(every tensor placed, same shapes; a backbone fills the model's backbone). Options come before
+IN OUT, the config's KEY VALUE overrides after them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from typing import Any
 
 import torch
-from iopath.common.file_io import PathManager
 
-from uper_parsing.checkpoint import atomic_write
-from uper_parsing.checkpoint.checkpointer import resnet_prefix
+from uper_parsing.checkpoint import (
+    WEIGHTS_FORMATS,
+    atomic_write,
+    place_state_dict,
+    read_weights_file,
+    resolve_weights_path,
+)
 from uper_parsing.checkpoint.conversion import Conversion
-from uper_parsing.checkpoint.detectron2 import convert_detectron2_file
-from uper_parsing.checkpoint.paths import register_url_handlers
+from uper_parsing.checkpoint.formats import SOURCE_METADATA_KEY
 from uper_parsing.checkpoint.report import format_key_groups, format_shape_mismatches
 from uper_parsing.config import get_cfg
 from uper_parsing.modeling import build_model
 
 logger = logging.getLogger("uper_parsing.tools.convert_weights")
 
-# Source codebase -> converter(local path, *, trusted: bool) -> Conversion
-SOURCES: dict[str, Callable[..., Conversion]] = {"detectron2": convert_detectron2_file}
+SOURCES = sorted(name for name in WEIGHTS_FORMATS if name != "ours")
+AUTHOR = "uper_parsing tools/convert_weights.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument(
-        "--from", dest="source", required=True, choices=sorted(SOURCES), help="source codebase"
-    )
-    parser.add_argument("input", help="source weights: path or URL")
-    parser.add_argument("output", help="converted checkpoint to write (.pth)")
+    parser.add_argument("--from", dest="source", required=True, choices=SOURCES)
+    parser.add_argument("input", help="source weights: path or URL (hf-upernet: also a folder)")
+    parser.add_argument("output", help="converted checkpoint to write (.pth or .safetensors)")
+    parser.add_argument("--decoder", default="", help="csail: the decoder file (path or URL)")
     parser.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -56,44 +78,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "opts", nargs=argparse.REMAINDER, help="overrides of --config-file: KEY VALUE ..."
     )
     args = parser.parse_args(argv)
+    if args.decoder and args.source != "csail":
+        parser.error("--decoder is for --from csail")
     if args.opts and not args.config_file:
         parser.error(f"config overrides {args.opts} need --config-file")
     return args
 
 
-def checkpoint_of(conversion: Conversion, source: str, input_path: str) -> dict:
-    """The file content: ``{"model", "__author__", "source"}`` (plain types: loadable with
-    ``torch.load(weights_only=True)``)."""
-    return {
-        "model": conversion.state_dict,
-        "__author__": "uper_parsing tools/convert_weights.py",
-        "source": {
-            "codebase": source,
-            "file": os.path.basename(input_path),
-            "author": conversion.author,
-            "naming": conversion.source_format,
-            "kind": conversion.kind,
-            "ignored": list(conversion.ignored),
-            "filled": list(conversion.filled),
-        },
-    }
+# ----------------------------------------------------------------------------- converting
 
 
-def compare_with_model(conversion: Conversion, config_file: str, opts: list[str]) -> list[str]:
-    """Problems of loading the conversion into the model of ``config_file``: model tensors it
-    does not fill (only the ResNet's for a backbone), tensors with no place, shape mismatches."""
-    cfg = get_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
+def _read(path_or_url: str, trusted: bool, setting: str) -> Any:
+    return read_weights_file(resolve_weights_path(path_or_url, setting=setting), trusted=trusted)
+
+
+def convert(args: argparse.Namespace) -> Conversion:
+    """Read IN (and DECODER) and convert them with the converter of ``--from``."""
+    file = _read(args.input, args.trust_pickle, "IN")
+    author = file.author or args.source
+    if args.source == "csail" and args.decoder:
+        from uper_parsing.checkpoint.csail import convert_csail_state_dicts
+
+        decoder = _read(args.decoder, args.trust_pickle, "--decoder")
+        return convert_csail_state_dicts(file.state, decoder.state, author=author)
+    return WEIGHTS_FORMATS[args.source].convert(file.state, author=author)
+
+
+def hf_config_overrides(input_path: str) -> list[str]:
+    """``config_overrides_from_hf`` of the ``config.json`` next to transformers weights, or []
+    when there is none."""
+    from uper_parsing.checkpoint.hf_upernet import config_overrides_from_hf
+
+    local = resolve_weights_path(input_path, setting="IN")
+    folder = local if os.path.isdir(local) else os.path.dirname(local)
+    config_json = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_json):
+        return []
+    with open(config_json, encoding="utf-8") as f:
+        return config_overrides_from_hf(json.load(f))
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def compare_with_model(conversion: Conversion, cfg: Any) -> list[str]:
+    """Problems of loading the conversion into the model of ``cfg``: tensors with no place or
+    another shape, and model tensors it does not fill (for a backbone file: backbone tensors,
+    except the per-output norms ImageNet weights never hold)."""
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.PRETRAINED = ""
-    own = build_model(cfg).state_dict()
+    own = {k: v for k, v in build_model(cfg).state_dict().items() if "num_batches_tracked" not in k}
     state = conversion.state_dict
-    if conversion.kind == "resnet":
-        prefix = resnet_prefix(own) or ""
-        state = {prefix + k: v for k, v in state.items()}
-        own = {k: v for k, v in own.items() if k.startswith(prefix)}
-    own = {k: v for k, v in own.items() if not k.endswith("num_batches_tracked")}
+    if conversion.kind != "model":
+        placement = place_state_dict(state, own)
+        if placement is None:
+            return [f"none of the {conversion.kind} tensors fits the model"]
+        state = placement.apply(state, keep_outside=True)
+        own = {
+            k: v
+            for k, v in own.items()
+            if k.startswith(placement.add)
+            and (k in state or not k.startswith(placement.add + "norms."))
+        }
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [
@@ -108,22 +154,67 @@ def compare_with_model(conversion: Conversion, config_file: str, opts: list[str]
     )
 
 
+def check_config(args: argparse.Namespace) -> Any | None:
+    """The config to check against: ``--config-file`` + overrides, and for a transformers
+    UperNet the architecture of its ``config.json``; None when there is nothing to check."""
+    hf = hf_config_overrides(args.input) if args.source == "hf-upernet" else []
+    if not args.config_file and not hf:
+        return None
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(hf + list(args.opts))
+    return cfg
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def source_record(conversion: Conversion, args: argparse.Namespace) -> dict[str, Any]:
+    """What the file was made from (plain types): its ``source`` entry."""
+    files = [os.path.basename(os.path.normpath(args.input))]
+    if args.decoder:
+        files.append(os.path.basename(args.decoder))
+    return {
+        "codebase": args.source,
+        "file": ", ".join(files),
+        "author": conversion.author,
+        "naming": conversion.source_format,
+        "kind": conversion.kind,
+        "ignored": list(conversion.ignored),
+        "filled": list(conversion.filled),
+    }
+
+
+def write(conversion: Conversion, record: dict[str, Any], output: str) -> None:
+    """``.safetensors``: tensors + ``{"__author__", SOURCE_METADATA_KEY: json}`` metadata;
+    otherwise ``torch.save`` of ``{"model", "__author__", "source"}`` (loadable with
+    ``torch.load(weights_only=True)``)."""
+    with atomic_write(output, "wb") as f:
+        if output.endswith(".safetensors"):
+            from safetensors.torch import save
+
+            tensors = {k: v.contiguous() for k, v in conversion.state_dict.items()}
+            metadata = {"__author__": AUTHOR, SOURCE_METADATA_KEY: json.dumps(record)}
+            f.write(save(tensors, metadata=metadata))
+        else:
+            torch.save({"model": conversion.state_dict, "__author__": AUTHOR, "source": record}, f)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Convert, optionally check, write. Returns the exit status (1 when the check fails)."""
     args = parse_args(argv)
-    local = register_url_handlers(PathManager()).get_local_path(args.input)
-    conversion = SOURCES[args.source](local, trusted=args.trust_pickle)
+    conversion = convert(args)
     logger.info("Converted %s: %s", args.input, conversion.summary())
-    if args.config_file:
-        problems = compare_with_model(conversion, args.config_file, args.opts)
+    cfg = check_config(args)
+    if cfg is not None:
+        problems = compare_with_model(conversion, cfg)
+        what = args.config_file or "its config.json"
         if problems:
-            logger.error(
-                "%s does not fit %s:\n  %s", args.input, args.config_file, "\n  ".join(problems)
-            )
+            logger.error("%s does not fit %s:\n  %s", args.input, what, "\n  ".join(problems))
             return 1
-        logger.info("Every tensor of the model of %s is filled", args.config_file)
-    with atomic_write(args.output, "wb") as f:
-        torch.save(checkpoint_of(conversion, args.source, args.input), f)
+        logger.info("Every tensor of the model of %s is filled", what)
+    write(conversion, source_record(conversion, args), args.output)
     logger.info("Wrote %s (%d tensors)", args.output, len(conversion.state_dict))
     return 0
 

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from iopath.common.file_io import HTTPURLHandler
 
 from uper_parsing.checkpoint import Checkpointer
 from uper_parsing.checkpoint import paths as checkpoint_paths
@@ -409,7 +408,7 @@ def test_pickles_hold_arrays_only_unless_trusted(tmp_path):
 def test_detectron2_urls_resolve_to_its_model_zoo(monkeypatch):
     asked = []
     monkeypatch.setattr(
-        HTTPURLHandler, "_get_local_path", lambda self, url, **kw: asked.append(url) or "/x.pkl"
+        checkpoint_paths, "cached_download", lambda url, **kw: asked.append(url) or "/x.pkl"
     )
     checkpointer = Checkpointer(torch.nn.Linear(1, 1))
     name = "ImageNetPretrained/MSRA/R-50.pkl"

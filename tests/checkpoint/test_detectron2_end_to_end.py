@@ -34,6 +34,9 @@ OVERRIDES = [
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(STUFF + 1),
     "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "320",
     "MODEL.DEVICE", "cpu", "TEST.VIS_NUM_IMAGES", "1", "DATALOADER.NUM_WORKERS", "0",
+    # a random model's 1000 proposals and 100 masks per image cost minutes on CI's CPU
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    "MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE", "10",
 ]  # fmt: skip
 
 _RESNET_NORMS = {"bn1": "conv1.norm", "bn2": "conv2.norm", "bn3": "conv3.norm"}

@@ -6,6 +6,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from uper_parsing.layers import (
     ConvNormAct,
+    LayerNorm2d,
     convert_frozen_batchnorm,
     get_norm,
     pad_to_multiple,
@@ -17,7 +18,12 @@ from uper_parsing.layers import (
 
 @pytest.mark.parametrize(
     "norm, cls",
-    [("BN", nn.BatchNorm2d), ("SyncBN", nn.SyncBatchNorm), ("FrozenBN", FrozenBatchNorm2d)],
+    [
+        ("BN", nn.BatchNorm2d),
+        ("SyncBN", nn.SyncBatchNorm),
+        ("FrozenBN", FrozenBatchNorm2d),
+        ("LN", LayerNorm2d),
+    ],
 )
 def test_get_norm_types(norm, cls):
     layer = get_norm(norm, 64)
@@ -28,8 +34,8 @@ def test_get_norm_gn_none_and_errors():
     gn = get_norm("GN", 64)
     assert isinstance(gn, nn.GroupNorm) and gn.num_groups == 32 and gn.num_channels == 64
     assert get_norm("", 64) is None
-    with pytest.raises(ValueError, match="Unknown norm 'LN'"):
-        get_norm("LN", 64)
+    with pytest.raises(ValueError, match="Unknown norm 'IN'"):
+        get_norm("IN", 64)
     with pytest.raises(ValueError, match="divisible by 32"):
         get_norm("GN", 48)
 

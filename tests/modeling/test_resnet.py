@@ -37,6 +37,8 @@ def _check_output_shape(backbone, height=H, width=W):
         (50, 32, "basic"),
         (50, 16, "deep"),
         (50, 8, "basic"),
+        (18, 8, "deep_base"),
+        (50, 32, "deep_base"),
     ],
 )
 def test_output_shape_matches_outputs(depth, output_stride, stem_type):
@@ -95,6 +97,36 @@ def test_deep_stem_layout():
         (32, 32, (3, 3), (1, 1)),
         (32, 64, (3, 3), (1, 1)),
     ]
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_deep_base_stem_layout(depth):
+    """CSAIL's deep-base stem (64-64-128): res2's first block and its (new for BasicBlock)
+    projection shortcut read 128 channels; the rest of res2 keeps its widths."""
+    backbone = ResNet(depth=depth, stem_type="deep_base", norm="BN")
+    convs = [m for m in backbone.stem if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (3, 64, (3, 3), (2, 2)),
+        (64, 64, (3, 3), (1, 1)),
+        (64, 128, (3, 3), (1, 1)),
+    ]
+    first = backbone.res2[0]
+    out_channels = backbone.output_shape()["res2"].channels
+    assert first.conv1.in_channels == 128 and first.conv1.out_channels == 64
+    projection, norm = first.downsample
+    assert (projection.in_channels, projection.out_channels) == (128, out_channels)
+    assert projection.kernel_size == (1, 1) and projection.stride == (1, 1)
+    assert isinstance(norm, nn.BatchNorm2d) and norm.num_features == out_channels
+    assert backbone.res2[1].conv1.in_channels == out_channels
+
+
+def test_deep_base_from_cfg_and_deep_unchanged():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.STEM_TYPE", "deep_base"])
+    backbone = build_backbone(cfg)
+    assert backbone.stem.conv3.out_channels == 128 and backbone.res2[0].conv1.in_channels == 128
+    deep = ResNet(depth=18, stem_type="deep")
+    assert deep.res2[0].conv1.in_channels == 64 and deep.res2[0].downsample is None
 
 
 def test_gn_norm_and_build_from_cfg():

@@ -6,15 +6,20 @@
   the previous checkpoint and ``last_checkpoint`` intact; only the main process writes by default;
 - loading reports every missing, unexpected and shape-mismatched tensor grouped by module, and a
   shape mismatch is an error unless ``partial=True`` (``MODEL.WEIGHTS_PARTIAL``);
-- detectron2 ``.pkl`` / ``.pth`` files and Caffe2 ImageNet ResNets are converted on load
-  (``checkpoint.detectron2``); ``file://`` and ``detectron2://`` URLs work besides paths and http.
+- files of other codebases (detectron2 and Caffe2, mmseg, transformers' UperNet, CSAIL, timm,
+  torchvision) are recognised by their key names, or named by ``weights_format``
+  (``MODEL.WEIGHTS_FORMAT``), and converted on load (``checkpoint.formats``); a backbone alone is
+  loaded into the model's backbone;
+- paths, ``file://``, ``https://`` (downloaded once into a cache), ``detectron2://`` and
+  ``open-mmlab://`` URLs are accepted (``checkpoint.paths``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,17 +30,16 @@ from torch import nn
 
 from ..utils import comm
 from .atomic import atomic_write
-from .detectron2 import (
-    Conversion,
-    convert_detectron2_file,
-    convert_detectron2_state_dict,
-    is_detectron2_state_dict,
-    is_resnet_state_dict,
+from .formats import (
+    choose_weights_format,
+    convert_weights_file,
+    place_state_dict,
+    read_weights_file,
 )
 from .paths import register_url_handlers
 from .report import format_key_groups, format_shape_mismatches, shape_mismatches
 
-__all__ = ["Checkpointer", "PeriodicCheckpointer", "resnet_prefix"]
+__all__ = ["Checkpointer", "PeriodicCheckpointer"]
 
 LAST_CHECKPOINT = "last_checkpoint"  # file in save_dir naming the newest checkpoint
 
@@ -58,6 +62,7 @@ class Checkpointer(_FvcoreCheckpointer):
         *,
         save_to_disk: bool | None = None,
         partial: bool = False,
+        weights_format: str = "auto",
         **checkpointables: Any,
     ) -> None:
         """
@@ -65,6 +70,9 @@ class Checkpointer(_FvcoreCheckpointer):
             save_to_disk: whether ``save`` writes files; defaults to "this is the main process".
             partial: load checkpoints whose tensors differ in shape from the model's (those
                 keep their current values, with a warning); False raises on such tensors.
+            weights_format: what ``load`` reads (``MODEL.WEIGHTS_FORMAT``): "auto" (recognised
+                by the file's record and key names) or a name of ``checkpoint.WEIGHTS_FORMATS``.
+                Resuming reads this class's own files, whatever the setting.
             checkpointables: objects with ``state_dict()`` / ``load_state_dict()``.
         """
         if save_to_disk is None:
@@ -72,6 +80,7 @@ class Checkpointer(_FvcoreCheckpointer):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.logger = logging.getLogger(__name__)
         self.partial = partial
+        self.weights_format = weights_format
         register_url_handlers(self.path_manager)
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -97,48 +106,60 @@ class Checkpointer(_FvcoreCheckpointer):
         with atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), "w") as f:
             f.write(last_filename_basename)
 
-    def _load_file(self, filename: str) -> dict[str, Any]:
-        """Read a checkpoint as ``{"model": state dict, ...}``: this class's own files, a bare
-        state dict, mmseg-style ``{"state_dict": ...}``, and, converted to this project's names,
-        detectron2 ``.pkl`` / ``.pth`` files and Caffe2 ImageNet ResNets (``.pkl``). A bare
-        ResNet state dict is placed under the model's ResNet."""
-        if filename.endswith(".pkl"):
-            return self._converted(convert_detectron2_file(filename), filename)
-        checkpoint = _read_torch_checkpoint(filename)
-        if is_detectron2_state_dict(checkpoint["model"]):
-            author = str(checkpoint.get("__author__", "detectron2"))
-            dropped = sorted(k for k in checkpoint if k not in ("model", "__author__"))
-            if dropped:
-                self.logger.info(
-                    "%s is a detectron2 checkpoint: using its model only, not %s",
-                    filename,
-                    ", ".join(dropped),
-                )
-            conversion = convert_detectron2_state_dict(checkpoint["model"], author=author)
-            return self._converted(conversion, filename)
-        if is_resnet_state_dict(checkpoint["model"]):
-            checkpoint["model"] = self._under_resnet(checkpoint["model"], filename)
-        return checkpoint
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        """Resume from ``save_dir``'s newest checkpoint (model and checkpointables) when
+        ``resume`` and one exists, else load the model only from ``path`` ("" = none)."""
+        if resume and self.has_checkpoint():
+            with self._reading("ours"):
+                return self.load(self.get_checkpoint_file())
+        return self.load(path, checkpointables=[])
 
-    def _converted(self, conversion: Conversion, filename: str) -> dict[str, Any]:
-        self.logger.info("Converted %s: %s", filename, conversion.summary())
+    @contextlib.contextmanager
+    def _reading(self, weights_format: str) -> Iterator[None]:
+        saved, self.weights_format = self.weights_format, weights_format
+        try:
+            yield
+        finally:
+            self.weights_format = saved
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        """Read a checkpoint as ``{"model": state dict with this project's names, ...}``: this
+        class's own files (with their other entries) or any format of ``checkpoint.formats``,
+        converted (a foreign file's training state is left out). A backbone alone is placed
+        where the model holds its backbone."""
+        file = read_weights_file(filename)
+        name = choose_weights_format(file, self.weights_format, target_keys=self.model.state_dict())
+        conversion = convert_weights_file(file, name)
         state = conversion.state_dict
-        if conversion.kind == "resnet":
-            state = self._under_resnet(state, filename)
+        if conversion.kind != "model" or (name == "ours" and file.source is None):
+            state = self._placed(state, filename)
+        if name == "ours":
+            return {**file.extra, "model": state}
+        self.logger.info("Converted %s: %s", filename, conversion.summary())
+        if file.extra:
+            self.logger.info(
+                "%s is a %s checkpoint: using its model only, not %s",
+                filename,
+                name,
+                ", ".join(sorted(map(str, file.extra))),
+            )
         return {"model": state, "__author__": conversion.author}
 
-    def _under_resnet(self, state: dict[str, Any], filename: str) -> dict[str, Any]:
-        """Prefix a bare ResNet state dict (``stem.*``, ``res2.*``) with the model's ResNet
-        (e.g. ``backbone.bottom_up.``); unchanged when the model is a bare ResNet itself."""
-        prefix = resnet_prefix(self.model.state_dict())
-        if not prefix:
+    def _placed(self, state: dict[str, Any], filename: str) -> dict[str, Any]:
+        """``state`` moved to where its keys fit the model (e.g. a bare ResNet under
+        ``backbone.bottom_up.``); unchanged when they fit as they are or nowhere. Keys outside
+        the part that fits stay as they are (the load reports them)."""
+        placement = place_state_dict(state, self.model.state_dict())
+        if placement is None or not (placement.strip or placement.add):
             return state
+        part = f"its {placement.strip.rstrip('.')} part" if placement.strip else "it"
         self.logger.info(
-            "%s holds a ResNet only: loading it into %s (the rest keeps its initial values)",
+            "%s holds part of a model only: loading %s into %s (the rest keeps its initial values)",
             filename,
-            prefix.rstrip("."),
+            part,
+            placement.add.rstrip(".") or "the model",
         )
-        return {prefix + k: v for k, v in state.items()}
+        return placement.apply(state, keep_outside=True)
 
     def _load_model(self, checkpoint: dict[str, Any]) -> _IncompatibleKeys:
         """Load ``checkpoint["model"]`` into the model. Tensors whose shape differs from the
@@ -198,32 +219,6 @@ class Checkpointer(_FvcoreCheckpointer):
                 self.logger.warning("%d %s:\n  %s", count, what, "\n  ".join(lines))
         if not any(counts):
             self.logger.info("Every model tensor loaded from the checkpoint")
-
-
-def resnet_prefix(model_keys: Iterable[str]) -> str | None:
-    """Where a model holds its (one) ResNet: ``"backbone.bottom_up."`` for a ResNet-FPN,
-    ``"backbone."`` for a plain ResNet backbone, ``""`` for a bare ResNet; None when it holds
-    none or several."""
-    anchor = "stem.conv1.weight"
-    prefixes = [k[: -len(anchor)] for k in model_keys if k == anchor or k.endswith("." + anchor)]
-    return prefixes[0] if len(prefixes) == 1 else None
-
-
-def _read_torch_checkpoint(filename: str) -> dict[str, Any]:
-    """``torch.load`` (tensors and plain containers only) -> ``{"model": state dict, ...}``."""
-    checkpoint = torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"Checkpoint {filename} holds a {type(checkpoint).__name__}, not a dict")
-    if "model" in checkpoint:
-        return checkpoint
-    if isinstance(checkpoint.get("state_dict"), dict):
-        return {"model": checkpoint["state_dict"]}
-    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return {"model": checkpoint}
-    raise ValueError(
-        f"Checkpoint {filename} has no 'model' entry and is not a state dict; "
-        f"top-level keys: {sorted(checkpoint)[:10]}"
-    )
 
 
 class PeriodicCheckpointer(_FvcorePeriodicCheckpointer):

@@ -20,14 +20,18 @@ _C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a 
 # checkpoints either way; 1.15-2x faster training on one H200, but slower with SyncBN on 2 GPUs and
 # for batch-1 inference: measure for your setup (docs/BENCHMARKS.md, "Channels-last memory format")
 _C.MODEL.CHANNELS_LAST = False
-# Checkpoint of the whole model loaded before training / evaluation: a path or URL of one of ours,
-# or a detectron2 .pkl / .pth (converted on load, see tools/convert_weights.py)
+# Weights loaded into the model before training / evaluation ("" = none): a path, file://,
+# https:// (downloaded once into $UPER_PARSING_CACHE, default ~/.cache/uper_parsing, checked against
+# the SHA-256 prefix a "name-<hash>.pth" file name carries), detectron2:// or open-mmlab:// URL of a
+# checkpoint of ours or another codebase's (.pth / .pt / .bin / .safetensors / .pkl, converted on
+# load, see MODEL.WEIGHTS_FORMAT and tools/convert_weights.py); a backbone alone fills the backbone
 _C.MODEL.WEIGHTS = ""
 # Load MODEL.WEIGHTS even where tensor shapes differ from the model (e.g. another class count):
 # those tensors keep their initial values. False: a shape mismatch stops the load, keys listed
 _C.MODEL.WEIGHTS_PARTIAL = False
-# What MODEL.WEIGHTS holds: "auto" (decided from the file: its name, its "source" record, its keys),
-# "ours", "detectron2", "mmseg", "hf-upernet", "csail", "timm" or "torchvision"; converted on load
+# Whose names MODEL.WEIGHTS uses: "auto" (files of tools/convert_weights.py are "ours", others are
+# recognised by their keys; an error names the file when none or several formats fit), or "ours",
+# "detectron2", "mmseg", "hf-upernet", "csail", "timm", "torchvision". Resuming reads our own files
 _C.MODEL.WEIGHTS_FORMAT = "auto"
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # per-channel mean (INPUT.FORMAT order, 0-255)
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]  # per-channel std (INPUT.FORMAT order, 0-255)
@@ -36,9 +40,12 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"  # name in BACKBONE_REGISTRY
 # Stages frozen from the input: 0 none, 1 stem, 2 stem + res2, ... 5 everything
 _C.MODEL.BACKBONE.FREEZE_AT = 0
-# ImageNet weights of the backbone ("" = random init): a torchvision ResNet state dict (.pth), or
+# ImageNet weights of the backbone, any backbone ("" = random init), a path or URL as MODEL.WEIGHTS
+# (e.g. open-mmlab://resnet50_v1c); the format is recognised from the keys: torchvision ResNets,
 # detectron2's / Caffe2's R-50.pkl / R-101.pkl (these need MODEL.RESNETS.STRIDE_IN_1X1 True and BGR
-# input with PIXEL_MEAN [103.53, 116.28, 123.675], PIXEL_STD [1, 1, 1])
+# input with PIXEL_MEAN [103.53, 116.28, 123.675], PIXEL_STD [1, 1, 1]), mmcv / mmseg ResNetV1c,
+# ConvNeXt and Swin, timm (or the original FB / Microsoft) ConvNeXt and Swin, CSAIL's ResNets, the
+# backbone of any whole model MODEL.WEIGHTS reads, files of tools/convert_weights.py
 _C.MODEL.BACKBONE.PRETRAINED = ""
 
 _C.MODEL.RESNETS = CN()
@@ -46,32 +53,47 @@ _C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50 or 101
 _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages returned by forward
 _C.MODEL.RESNETS.NORM = "FrozenBN"  # "FrozenBN", "BN", "SyncBN" or "GN"
 _C.MODEL.RESNETS.OUTPUT_STRIDE = 32  # 32, 16 (res5 dilated) or 8 (res4 and res5 dilated)
-_C.MODEL.RESNETS.STEM_TYPE = "basic"  # "basic": 7x7 conv (torchvision); "deep": 3 x 3x3 convs
+# "basic": 7x7 conv (torchvision); "deep": 3x3 convs 32-32-64 (mmseg ResNetV1c); "deep_base": 3x3
+# convs 64-64-128 (CSAIL's ResNets, res2 then reads 128 channels)
+_C.MODEL.RESNETS.STEM_TYPE = "basic"
 # Bottleneck (depth 50 / 101) stride on the first 1x1 conv (MSRA / Caffe2 / detectron2 weights:
 # True) instead of the 3x3 conv (torchvision weights: False); True is an error for depth 18 / 34
 _C.MODEL.RESNETS.STRIDE_IN_1X1 = False
 
-# Any timm model as a backbone (build_timm_backbone): its stage outputs are named res<log2(stride)>
+# Any timm model as a backbone (build_timm_backbone), kept whole with timm's parameter names
+# (backbone.model.*) less its classifier and final norm; its levels are named res<log2(stride)>.
+# MODEL.BACKBONE.PRETRAINED: a timm weight file; FREEZE_AT k: the first k groups of timm's
+# group_matcher (ConvNeXt: 1 stem, 2 stem + stage 0, ...)
 _C.MODEL.TIMM = CN()
-_C.MODEL.TIMM.NAME = "convnext_tiny"  # timm model name (timm.list_models())
-_C.MODEL.TIMM.OUT_INDICES = [0, 1, 2, 3]  # feature levels returned (timm's out_indices)
-_C.MODEL.TIMM.DROP_PATH_RATE = 0.0  # stochastic depth rate of the last block (linear in depth)
-# Norm applied to each returned level: "" (none) or "LN" (a LayerNorm over channels per level, as
-# the published mmseg / transformers ConvNeXt and Swin UPerNets carry: norm0..norm3)
+_C.MODEL.TIMM.NAME = "convnext_tiny"  # timm model name (timm.list_models()), built without weights
+# Feature levels returned: indices into timm's feature_info / forward_intermediates (ConvNeXt:
+# stages 0..3 = res2..res5 at strides 4..32); one level per stride
+_C.MODEL.TIMM.OUT_INDICES = [0, 1, 2, 3]
+# Stochastic depth rate of the last block (linear in depth); 0 is not passed to timm
+_C.MODEL.TIMM.DROP_PATH_RATE = 0.0
+# Norm after each returned level, at backbone.norms.resK: "" (none) or "LN" (LayerNorm over the
+# channels, eps 1e-6: the norm0..norm3 of mmseg's / transformers' ConvNeXt UPerNets)
 _C.MODEL.TIMM.OUT_NORM = ""
 
-# Swin Transformer backbone (build_swin_backbone), mmseg's numerics with timm's parameter names
+# Swin Transformer backbone (build_swin_backbone): mmseg's numerics (pad, then shift; windows never
+# shrunk) with timm 1.0's parameter names; each returned stage has its LayerNorm backbone.norms.resK
+# MODEL.BACKBONE.PRETRAINED: timm Swin weights; FREEZE_AT: 1 patch embedding, k + 1 also k stages
 _C.MODEL.SWIN = CN()
-_C.MODEL.SWIN.PATCH_SIZE = 4  # patch embedding stride
+_C.MODEL.SWIN.PATCH_SIZE = 4  # patch embedding stride (a power of two; 4: stages res2..res5)
 _C.MODEL.SWIN.EMBED_DIM = 96  # channels of the first stage (doubled per stage)
-_C.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]  # blocks per stage (Swin-T; S/B: [2, 2, 18, 2])
-_C.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]  # attention heads per stage (Swin-T/S; B: [4, 8, 16, 32])
-_C.MODEL.SWIN.WINDOW_SIZE = 7  # attention window (tokens per side)
+_C.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]  # blocks per stage (Swin-T; S/B/L: [2, 2, 18, 2])
+# Attention heads per stage (Swin-T/S; B: [4, 8, 16, 32] with EMBED_DIM 128; L: [6, 12, 24, 48]
+# with EMBED_DIM 192 and WINDOW_SIZE 12)
+_C.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]
+_C.MODEL.SWIN.WINDOW_SIZE = 7  # attention window (tokens per side; maps are padded to it)
 _C.MODEL.SWIN.MLP_RATIO = 4.0  # MLP hidden width / channels
 _C.MODEL.SWIN.QKV_BIAS = True  # bias in the query / key / value projection
-_C.MODEL.SWIN.DROP_PATH_RATE = 0.3  # stochastic depth rate of the last block (linear in depth)
-_C.MODEL.SWIN.APE = False  # absolute position embedding after the patch embedding
-_C.MODEL.SWIN.PATCH_NORM = True  # LayerNorm after the patch embedding
+# Stochastic depth rate of the last block, linear from 0 over all blocks (mmseg's Swin-T/S/B: 0.3)
+_C.MODEL.SWIN.DROP_PATH_RATE = 0.3
+# Absolute position embedding after the patch embedding (1, (224 / PATCH_SIZE)^2, EMBED_DIM),
+# bicubically resized to other grids; no published Swin UPerNet uses it
+_C.MODEL.SWIN.APE = False
+_C.MODEL.SWIN.PATCH_NORM = True  # LayerNorm after the patch embedding and in each patch merging
 _C.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # stages returned (each normed)
 
 _C.MODEL.FPN = CN()
@@ -90,9 +112,15 @@ _C.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2  # 3x3 convs before the classifier of a main
 _C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # stride the head predicts at (SemSegFPNHead)
 _C.MODEL.SEM_SEG_HEAD.NORM = "BN"  # norm after each head conv: "BN", "SyncBN", "GN", ""
 _C.MODEL.SEM_SEG_HEAD.POOL_SCALES = [1, 2, 3, 6]  # pyramid pooling bins (UPerNet, PSPNet)
+# UPerNet's pyramid pooling: each branch's 1x1 conv after resizing its pooled map back (CSAIL's
+# UPerNet decoder, for its checkpoints) instead of before (mmseg, transformers)
+_C.MODEL.SEM_SEG_HEAD.PPM_CONV_AFTER_UPSAMPLE = False
 _C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1  # dropout before the classifier (mmseg's dropout_ratio)
 _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of the head's cross-entropy
 _C.MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS = []  # per-class cross-entropy weights ([] = uniform)
+# Cross-entropy (main and auxiliary heads) divided by the labelled pixels (True, torch's mean) or by
+# all pixels, ignored ones included (False: mmseg's CrossEntropyLoss default avg_non_ignore=False)
+_C.MODEL.SEM_SEG_HEAD.LOSS_AVG_NON_IGNORE = True
 
 # Auxiliary FCN head (PSPNet / mmseg style deep supervision); only used while training
 _C.MODEL.AUX_HEAD = CN()
@@ -200,7 +228,8 @@ _C.INPUT.MAX_SIZE_TRAIN = 2048  # long-side cap for "choice"
 _C.INPUT.MIN_SIZE_TEST = 512  # test-time short side (0 = keep the image size)
 _C.INPUT.MAX_SIZE_TEST = 2048  # test-time cap on the long side
 # How images are resized (train and test): "bilinear" (torchvision, antialiased, on tensors) or
-# "pil_bilinear" (PIL's bilinear on uint8, as detectron2 does; for its converted checkpoints)
+# "pil_bilinear" (PIL's bilinear on uint8, as detectron2 does; for its converted checkpoints) or
+# "cv2_bilinear" (cv2.resize INTER_LINEAR on uint8, as mmcv's imresize; for mmseg's checkpoints)
 _C.INPUT.INTERPOLATION = "bilinear"
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = True  # random crop after the resize
@@ -240,6 +269,23 @@ _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of norm-layer parameters
 # Weight decay of biases; None = SOLVER.WEIGHT_DECAY (detectron2's default)
 _C.SOLVER.WEIGHT_DECAY_BIAS = None
 _C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # learning-rate factor of backbone parameters
+# Weight decay by parameter name, mmengine's paramwise custom_keys: entries "substring=value"; a
+# parameter whose full name (e.g. "backbone.layers.0.blocks.0.norm1.weight") contains the substring
+# gets that weight decay, over every other rule; the longest matching substring wins (ties:
+# alphabetical first, as mmengine sorts its keys). [] = none
+_C.SOLVER.WEIGHT_DECAY_OVERRIDES = []
+# Learning rate decaying with depth, mmseg's LearningRateDecayOptimizerConstructor: a parameter
+# with layer id i gets BASE_LR * RATE ** (NUM_LAYERS + 1 - i) (heads and output norms: id
+# NUM_LAYERS + 1, so BASE_LR); ids per backbone family (ConvNeXt). With it, weight decay follows
+# that constructor: SOLVER.WEIGHT_DECAY for weights of two or more dims, 0 for 1-D parameters,
+# biases and position embeddings (so WEIGHT_DECAY_NORM and WEIGHT_DECAY_BIAS must be 0.0)
+_C.SOLVER.LAYER_DECAY = CN()
+_C.SOLVER.LAYER_DECAY.ENABLED = False  # per-depth learning rates (mmseg's paramwise_cfg)
+_C.SOLVER.LAYER_DECAY.RATE = 0.9  # lr factor per layer id (mmseg's decay_rate)
+# mmseg's decay_type: "stage_wise" (stem and downsamplings id 0, blocks of stage s id s + 1) or
+# "layer_wise" (mmseg's get_layer_id_for_convnext: ids grow every 3 blocks inside stage 2)
+_C.SOLVER.LAYER_DECAY.TYPE = "stage_wise"
+_C.SOLVER.LAYER_DECAY.NUM_LAYERS = 6  # mmseg's num_layers (its ConvNeXt-T recipe 6, S/B/L/XL 12)
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # or "WarmupCosineLR", "WarmupMultiStepLR"
 _C.SOLVER.POLY_LR_POWER = 0.9  # exponent of the poly schedule
 _C.SOLVER.STEPS = (30000,)  # iterations where WarmupMultiStepLR multiplies the lr by GAMMA
@@ -247,6 +293,11 @@ _C.SOLVER.GAMMA = 0.1  # step factor of WarmupMultiStepLR
 _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000  # lr factor at iteration 0 of the warmup
 _C.SOLVER.WARMUP_ITERS = 0  # warmup length in iterations
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
+# How warmup and schedule combine. "detectron2": the schedule spans MAX_ITER, the warmup rises to
+# its value at WARMUP_ITERS. "mmengine": mmseg's param_scheduler chain, LinearLR over iterations
+# [0, WARMUP_ITERS) reaching BASE_LR at WARMUP_ITERS - 1, then PolyLR over [WARMUP_ITERS,
+# MAX_ITER) reaching BASE_LR_END at the last iteration (WarmupPolyLR with linear warmup only)
+_C.SOLVER.SCHEDULE_STYLE = "detectron2"
 _C.SOLVER.MAX_ITER = 160000  # training length in iterations
 _C.SOLVER.IMS_PER_BATCH = 16  # images per iteration summed over all GPUs
 _C.SOLVER.CHECKPOINT_PERIOD = 16000  # save a checkpoint every this many iterations
@@ -267,6 +318,9 @@ _C.TEST.EVAL_PERIOD = 16000  # evaluate every this many iterations (0 = only at 
 _C.TEST.MODE = "whole"  # "whole" image or "slide" (sliding window) inference
 _C.TEST.SLIDE_CROP_SIZE = [512, 512]  # window (height, width) for "slide"
 _C.TEST.SLIDE_STRIDE = [341, 341]  # window stride (height, width) for "slide"
+# Pad test images (zeros) to the model's size divisibility, and slide windows to the window size
+# (True); False runs each image alone at its own size and slide windows unpadded (mmseg's test)
+_C.TEST.PAD_TO_DIVISIBILITY = True
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False  # multi-scale + flip test-time augmentation
 _C.TEST.AUG.SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]  # scale factors of the test size

@@ -4,8 +4,9 @@ Transforms are ``torchvision.transforms.v2`` transforms: call them as ``t(image,
 ``tv_tensors.Image`` (3, H, W) uint8 and a dict of ``tv_tensors.Mask`` (H, W) label maps; every
 label map moves with the image (masks are resized with nearest neighbour, padded with the ignore
 label), so multi-task maps never drift apart. Images are resized with one of
-``IMAGE_INTERPOLATIONS`` (``INPUT.INTERPOLATION``). Randomness comes from torch's generator, which
-the data loader seeds per worker.
+``IMAGE_INTERPOLATIONS`` (``INPUT.INTERPOLATION``), which also picks the nearest neighbour of the
+label maps (torchvision's, or OpenCV's for "cv2_bilinear"). Randomness comes from torch's
+generator, which the data loader seeds per worker.
 """
 
 from __future__ import annotations
@@ -68,10 +69,35 @@ def _resize_pil_bilinear(inpt: Any, size: tuple[int, int]) -> Any:
     return tv_tensors.wrap(out, like=inpt)
 
 
-# How images are resized, by INPUT.INTERPOLATION; label maps are always resized with nearest.
+def _resize_cv2(inpt: Any, size: tuple[int, int]) -> Any:
+    """mmcv's ``imresize`` (its default cv2 backend): ``cv2.resize`` with INTER_LINEAR on a uint8
+    ``Image`` (channels last, as mmcv holds images), INTER_NEAREST on a ``Mask`` (mmcv's label
+    maps); anything else as ``_resize_antialiased``."""
+    if isinstance(inpt, tv_tensors.Mask):
+        return _cv2_resize_planes(inpt, size, cv2.INTER_NEAREST, np.int32)
+    if not isinstance(inpt, tv_tensors.Image):
+        return _resize_antialiased(inpt, size)
+    if inpt.dtype != torch.uint8:
+        raise ValueError(f"interpolation 'cv2_bilinear' resizes uint8 images, got {inpt.dtype}")
+    return _cv2_resize_planes(inpt, size, cv2.INTER_LINEAR, np.uint8)
+
+
+def _cv2_resize_planes(inpt: torch.Tensor, size: tuple[int, int], mode: int, dtype: type) -> Any:
+    """``cv2.resize`` of inpt (..., H, W) as one (H, W, planes) array of ``dtype`` (OpenCV has no
+    int64). Returns the same tensor type (..., *size) in inpt's dtype."""
+    height, width = size
+    planes = inpt.reshape(-1, *inpt.shape[-2:]).permute(1, 2, 0).numpy().astype(dtype)
+    resized = cv2.resize(np.ascontiguousarray(planes), (width, height), interpolation=mode)
+    resized = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    out = torch.from_numpy(np.ascontiguousarray(resized)).to(inpt.dtype)
+    return tv_tensors.wrap(out.reshape(*inpt.shape[:-2], height, width), like=inpt)
+
+
+# How images are resized, by INPUT.INTERPOLATION; label maps are resized with nearest neighbour.
 IMAGE_INTERPOLATIONS = {
     "bilinear": _resize_antialiased,
     "pil_bilinear": _resize_pil_bilinear,
+    "cv2_bilinear": _resize_cv2,
 }
 
 
@@ -79,7 +105,7 @@ def _image_resize(interpolation: str) -> Any:
     """The image resize function of ``interpolation``, a key of ``IMAGE_INTERPOLATIONS``."""
     if interpolation not in IMAGE_INTERPOLATIONS:
         raise ValueError(
-            f"interpolation must be one of {sorted(IMAGE_INTERPOLATIONS)}, got {interpolation!r}"
+            f"interpolation must be one of {list(IMAGE_INTERPOLATIONS)}, got {interpolation!r}"
         )
     return IMAGE_INTERPOLATIONS[interpolation]
 
@@ -389,7 +415,7 @@ _FLIPS = {
 
 def _pick(table: dict, key: str, cfg_key: str) -> Any:
     if key not in table:
-        raise ValueError(f"{cfg_key} = {key!r} is not one of {sorted(table)}")
+        raise ValueError(f"{cfg_key} = {key!r} is not one of {list(table)}")
     return table[key]
 
 

@@ -6,7 +6,12 @@ A ``train_net.py`` built on them::
         cfg = setup(args)  # get_cfg(), merge file and opts, freeze, default_setup(cfg, args)
         if args.eval_only:
             model = DefaultTrainer.build_model(cfg)
-            checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, partial=cfg.MODEL.WEIGHTS_PARTIAL)
+            checkpointer = Checkpointer(
+                model,
+                cfg.OUTPUT_DIR,
+                partial=cfg.MODEL.WEIGHTS_PARTIAL,
+                weights_format=cfg.MODEL.WEIGHTS_FORMAT,
+            )
             checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
             results = DefaultTrainer.test(cfg, model)
             write_results(results, os.path.join(cfg.OUTPUT_DIR, "results.json"))
@@ -293,7 +298,11 @@ class DefaultTrainer(TrainerBase):
         if grad_scaler is not None:
             checkpointables["grad_scaler"] = grad_scaler
         self.checkpointer = Checkpointer(
-            model, cfg.OUTPUT_DIR, partial=cfg.MODEL.WEIGHTS_PARTIAL, **checkpointables
+            model,
+            cfg.OUTPUT_DIR,
+            partial=cfg.MODEL.WEIGHTS_PARTIAL,
+            weights_format=cfg.MODEL.WEIGHTS_FORMAT,
+            **checkpointables,
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER

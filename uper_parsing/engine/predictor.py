@@ -36,7 +36,11 @@ class DefaultPredictor:
         self.cfg = cfg.clone()
         if model is None:
             model = build_model(self.cfg)
-            checkpointer = Checkpointer(model, partial=cfg.MODEL.WEIGHTS_PARTIAL)
+            checkpointer = Checkpointer(
+                model,
+                partial=cfg.MODEL.WEIGHTS_PARTIAL,
+                weights_format=cfg.MODEL.WEIGHTS_FORMAT,
+            )
             checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
         self.model = _unwrap(model)
         self.augmentation = build_augmentation(self.cfg, is_train=False)

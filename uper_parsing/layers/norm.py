@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["get_norm", "convert_frozen_batchnorm", "GN_GROUPS"]
+__all__ = ["get_norm", "convert_frozen_batchnorm", "LayerNorm2d", "GN_GROUPS"]
 
 GN_GROUPS = 32  # groups of "GN" (Group Normalization paper, detectron2, mmseg)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an (N, C, H, W) tensor.
+
+    The ConvNeXt "channels-first" LayerNorm (timm's ``LayerNorm2d``, mmpretrain's ``LN2d``,
+    transformers' ``ConvNextLayerNorm(data_format="channels_first")``), with their eps of 1e-6.
+    Parameters ``weight`` and ``bias`` of shape (C,).
+    """
+
+    def __init__(self, num_channels: int, *, eps: float = 1e-6) -> None:
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: Tensor (N, C, H, W). Returns Tensor (N, C, H, W)."""
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
 
 _NORMS = {
     "BN": nn.BatchNorm2d,
     "SyncBN": nn.SyncBatchNorm,
     "FrozenBN": FrozenBatchNorm2d,
     "GN": lambda channels: nn.GroupNorm(GN_GROUPS, channels),
+    "LN": LayerNorm2d,
 }
 
 
@@ -21,7 +43,8 @@ def get_norm(norm: str, out_channels: int) -> nn.Module | None:
     """The normalisation layer named ``norm`` over ``out_channels`` channels.
 
     Args:
-        norm: "" (no norm, returns None), "BN", "SyncBN", "FrozenBN" or "GN" (32 groups).
+        norm: "" (no norm, returns None), "BN", "SyncBN", "FrozenBN", "GN" (32 groups) or "LN"
+            (``LayerNorm2d``: a LayerNorm over the channels of each pixel, eps 1e-6).
         out_channels: channels C of the (N, C, H, W) input it normalises.
     """
     if norm == "":

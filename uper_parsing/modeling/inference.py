@@ -37,6 +37,9 @@ class InferenceSettings:
     tta: bool = False  # average softmax probabilities over scales (and flips)
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
+    # False: no padding to a size divisibility, slide windows unpadded (mmseg's test); the caller
+    # then passes one image at a time
+    pad_to_divisibility: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -55,6 +58,7 @@ class InferenceSettings:
             tta=cfg.TEST.AUG.ENABLED,
             tta_scales=tuple(cfg.TEST.AUG.SCALES),
             tta_flip=cfg.TEST.AUG.FLIP,
+            pad_to_divisibility=cfg.TEST.PAD_TO_DIVISIBILITY,
         )
 
 
@@ -88,10 +92,13 @@ def slide_inference(
     crop_size: Sequence[int],
     stride: Sequence[int],
     size_divisibility: int = 0,
+    pad_windows: bool = True,
 ) -> torch.Tensor:
     """Sliding-window inference (mmseg ``slide_inference``): overlapping ``crop_size`` windows
-    every ``stride`` pixels, the last one flush with the border; a window larger than the image
-    is padded with zeros; overlapping logits are averaged.
+    every ``stride`` pixels, the last one flush with the border; overlapping logits are averaged.
+
+    A window larger than the image (the image is smaller than ``crop_size``) is padded with zeros
+    to ``crop_size`` when ``pad_windows``; mmseg runs it unpadded (``pad_windows=False``).
 
     images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits.
     """
@@ -99,7 +106,8 @@ def slide_inference(
     total, count = None, images.new_zeros((1, 1, height, width))
     for y1, y2 in _windows(height, crop_size[0], stride[0]):
         for x1, x2 in _windows(width, crop_size[1], stride[1]):
-            window = pad_to_size(images[..., y1:y2, x1:x2], crop_size)
+            window = images[..., y1:y2, x1:x2]
+            window = pad_to_size(window, crop_size) if pad_windows else window
             logits = whole_inference(logits_fn, window, size_divisibility=size_divisibility)
             logits = logits[..., : y2 - y1, : x2 - x1]
             if total is None:
@@ -139,10 +147,13 @@ def run_inference(
     *,
     size_divisibility: int = 0,
 ) -> torch.Tensor:
-    """Scores at the input size as ``settings`` asks: whole or slide, optionally inside TTA.
+    """Scores at the input size as ``settings`` asks: whole or slide, optionally inside TTA;
+    without ``settings.pad_to_divisibility`` nothing is padded (``size_divisibility`` unused).
 
     images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits, or probabilities with TTA.
     """
+    if not settings.pad_to_divisibility:
+        size_divisibility = 0
     if settings.mode == "slide":
         infer_fn = functools.partial(
             slide_inference,
@@ -150,6 +161,7 @@ def run_inference(
             crop_size=settings.crop_size,
             stride=settings.stride,
             size_divisibility=size_divisibility,
+            pad_windows=settings.pad_to_divisibility,
         )
     else:
         infer_fn = functools.partial(

@@ -6,13 +6,23 @@ from .build import (
     build_optimizer,
     get_default_optimizer_params,
 )
-from .lr_scheduler import LRMultiplier, PolyParamScheduler, WarmupParamScheduler
+from .layer_decay import LayerDecay, WeightDecayOverrides, backbone_family
+from .lr_scheduler import (
+    LRMultiplier,
+    MMEngineWarmupPolyScheduler,
+    PolyParamScheduler,
+    WarmupParamScheduler,
+)
 
 __all__ = [
     "GradientClipper",
     "LRMultiplier",
+    "LayerDecay",
+    "MMEngineWarmupPolyScheduler",
     "PolyParamScheduler",
     "WarmupParamScheduler",
+    "WeightDecayOverrides",
+    "backbone_family",
     "build_gradient_clipper",
     "build_lr_multiplier",
     "build_lr_scheduler",

@@ -15,7 +15,13 @@ from fvcore.common.param_scheduler import (
 )
 from torch import nn
 
-from .lr_scheduler import LRMultiplier, PolyParamScheduler, WarmupParamScheduler
+from .layer_decay import LayerDecay, WeightDecayOverrides
+from .lr_scheduler import (
+    LRMultiplier,
+    MMEngineWarmupPolyScheduler,
+    PolyParamScheduler,
+    WarmupParamScheduler,
+)
 
 __all__ = [
     "get_default_optimizer_params",
@@ -54,11 +60,17 @@ def get_default_optimizer_params(
     weight_decay_norm: float,
     weight_decay_bias: float,
     backbone_multiplier: float = 1.0,
+    *,
+    layer_decay: LayerDecay | None = None,
+    weight_decay_overrides: WeightDecayOverrides | None = None,
 ) -> list[dict[str, Any]]:
     """Parameter groups with per-kind weight decay and a backbone learning-rate factor.
 
     - parameters of normalisation layers: ``weight_decay_norm``;
     - other biases: ``weight_decay_bias``; everything else: ``weight_decay``;
+    - with ``layer_decay``, instead: ``LayerDecay.weight_decay`` (mmseg's rule), and the lr
+      times the parameter's ``lr_scale``;
+    - ``weight_decay_overrides`` (by name) win over both;
     - parameters under ``model.backbone``: ``lr = base_lr * backbone_multiplier``;
     - frozen parameters (``requires_grad=False``) are left out; shared parameters appear once.
 
@@ -75,13 +87,19 @@ def get_default_optimizer_params(
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            if is_norm:
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            lr = base_lr * backbone_multiplier if in_backbone else base_lr
+            if layer_decay is not None:
+                decay = layer_decay.weight_decay(name, param, weight_decay)
+                lr *= layer_decay.lr_scale(name)
+            elif is_norm:
                 decay = weight_decay_norm
             elif param_name == "bias":
                 decay = weight_decay_bias
             else:
                 decay = weight_decay
-            lr = base_lr * backbone_multiplier if in_backbone else base_lr
+            override = weight_decay_overrides.lookup(name) if weight_decay_overrides else None
+            decay = decay if override is None else override
             groups.setdefault((lr, decay), []).append(param)
     return [
         {"params": params, "lr": lr, "weight_decay": decay}
@@ -89,9 +107,29 @@ def get_default_optimizer_params(
     ]
 
 
+def _layer_decay(solver: Any, model: nn.Module) -> LayerDecay | None:
+    """``SOLVER.LAYER_DECAY`` for ``model``, or None when disabled; an error names the keys
+    that its weight-decay rule leaves unused when they are set."""
+    node = solver.LAYER_DECAY
+    if not node.ENABLED:
+        return None
+    if solver.WEIGHT_DECAY_NORM != 0.0 or solver.WEIGHT_DECAY_BIAS != 0.0:
+        raise ValueError(
+            "SOLVER.LAYER_DECAY.ENABLED gives norms and biases no weight decay (mmseg's rule); "
+            "set SOLVER.WEIGHT_DECAY_NORM and SOLVER.WEIGHT_DECAY_BIAS to 0.0, not "
+            f"{solver.WEIGHT_DECAY_NORM} and {solver.WEIGHT_DECAY_BIAS}"
+        )
+    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    return LayerDecay.for_model(
+        model, decay_type=node.TYPE, rate=node.RATE, num_layers=node.NUM_LAYERS
+    )
+
+
 def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     """SGD (``SOLVER.MOMENTUM``, ``SOLVER.NESTEROV``) or AdamW (``SOLVER.BETAS``) over the
-    parameter groups of :func:`get_default_optimizer_params`."""
+    parameter groups of :func:`get_default_optimizer_params` (with ``SOLVER.LAYER_DECAY`` and
+    ``SOLVER.WEIGHT_DECAY_OVERRIDES``)."""
     solver = cfg.SOLVER
     params = get_default_optimizer_params(
         model,
@@ -102,6 +140,8 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
             solver.WEIGHT_DECAY if solver.WEIGHT_DECAY_BIAS is None else solver.WEIGHT_DECAY_BIAS
         ),
         backbone_multiplier=solver.BACKBONE_MULTIPLIER,
+        layer_decay=_layer_decay(solver, model),
+        weight_decay_overrides=WeightDecayOverrides.parse(solver.WEIGHT_DECAY_OVERRIDES),
     )
     if not params:
         raise ValueError("The model has no trainable parameters (all have requires_grad=False)")
@@ -124,9 +164,39 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"Unknown SOLVER.OPTIMIZER '{name}'; expected 'SGD' or 'AdamW'")
 
 
+def _mmengine_multiplier(solver: Any) -> ParamScheduler:
+    """``SOLVER.SCHEDULE_STYLE`` "mmengine": mmseg's LinearLR + PolyLR chain; an error names
+    the keys it cannot follow."""
+    if solver.LR_SCHEDULER_NAME != "WarmupPolyLR":
+        raise ValueError(
+            "SOLVER.SCHEDULE_STYLE 'mmengine' follows mmseg's PolyLR: SOLVER.LR_SCHEDULER_NAME "
+            f"must be 'WarmupPolyLR', not {solver.LR_SCHEDULER_NAME!r}"
+        )
+    if solver.WARMUP_ITERS > 0 and solver.WARMUP_METHOD != "linear":
+        raise ValueError(
+            "SOLVER.SCHEDULE_STYLE 'mmengine' follows mmseg's LinearLR warmup: "
+            f"SOLVER.WARMUP_METHOD must be 'linear', not {solver.WARMUP_METHOD!r}"
+        )
+    return MMEngineWarmupPolyScheduler(
+        end_value=solver.BASE_LR_END / solver.BASE_LR if solver.BASE_LR > 0 else 0.0,
+        power=solver.POLY_LR_POWER,
+        warmup_factor=solver.WARMUP_FACTOR,
+        warmup_iters=solver.WARMUP_ITERS,
+        max_iter=solver.MAX_ITER,
+    )
+
+
 def build_lr_multiplier(cfg: Any) -> ParamScheduler:
-    """The schedule ``SOLVER.LR_SCHEDULER_NAME`` as a multiplier of the base lr over [0, 1]."""
+    """The schedule ``SOLVER.LR_SCHEDULER_NAME`` as a multiplier of the base lr over [0, 1],
+    combined with its warmup as ``SOLVER.SCHEDULE_STYLE`` says."""
     solver = cfg.SOLVER
+    if solver.SCHEDULE_STYLE == "mmengine":
+        return _mmengine_multiplier(solver)
+    if solver.SCHEDULE_STYLE != "detectron2":
+        raise ValueError(
+            f"Unknown SOLVER.SCHEDULE_STYLE {solver.SCHEDULE_STYLE!r}; expected 'detectron2' "
+            "or 'mmengine'"
+        )
     max_iter = solver.MAX_ITER
     name = solver.LR_SCHEDULER_NAME
     end_value = solver.BASE_LR_END / solver.BASE_LR if solver.BASE_LR > 0 else 0.0

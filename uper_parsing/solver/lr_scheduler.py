@@ -17,7 +17,12 @@ from fvcore.common.param_scheduler import (
     ParamScheduler,
 )
 
-__all__ = ["PolyParamScheduler", "WarmupParamScheduler", "LRMultiplier"]
+__all__ = [
+    "PolyParamScheduler",
+    "WarmupParamScheduler",
+    "MMEngineWarmupPolyScheduler",
+    "LRMultiplier",
+]
 
 
 class PolyParamScheduler(ParamScheduler):
@@ -65,6 +70,49 @@ class WarmupParamScheduler(CompositeParamScheduler):
             lengths=[warmup_length, 1.0 - warmup_length],
             interval_scaling=["rescaled", "fixed"],
         )
+
+
+class MMEngineWarmupPolyScheduler(ParamScheduler):
+    """mmseg's iteration-based chain ``LinearLR(start_factor=warmup_factor, begin=0,
+    end=warmup_iters)`` then ``PolyLR(eta_min=end_value, power, begin=warmup_iters,
+    end=max_iter)``, as a multiplier of the base lr (``warmup_iters = 0``: the poly alone).
+
+    Each mmengine scheduler spans ``end - begin - 1`` steps, so at iteration t (``where =
+    t / max_iter``) the value is ``warmup_factor + (1 - warmup_factor) * t / (W - 1)`` for t < W
+    (1 at t = W - 1), then ``end_value + (1 - end_value) * (1 - (t - W) / (T - W - 1)) ** power``
+    (``end_value`` at the last iteration t = T - 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        end_value: float,
+        power: float,
+        warmup_factor: float,
+        warmup_iters: int,
+        max_iter: int,
+    ) -> None:
+        if not 0 <= warmup_iters < max_iter:
+            raise ValueError(f"warmup_iters {warmup_iters} must be in [0, max_iter {max_iter})")
+        self._poly = PolyParamScheduler(1.0, end_value, power)
+        self._warmup_factor = warmup_factor
+        self._warmup_iters = warmup_iters
+        self._max_iter = max_iter
+
+    def _warmup(self, iteration: int) -> float:
+        steps = self._warmup_iters - 1
+        if steps == 0:
+            return self._warmup_factor
+        return self._warmup_factor + (1.0 - self._warmup_factor) * iteration / steps
+
+    def __call__(self, where: float) -> float:
+        iteration = round(where * self._max_iter)
+        if iteration < self._warmup_iters:
+            return self._warmup(iteration)
+        steps = self._max_iter - self._warmup_iters - 1
+        if steps <= 0:
+            return 1.0
+        return self._poly(min((iteration - self._warmup_iters) / steps, 1.0))
 
 
 class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
+import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from ...checkpoint.detectron2 import (
-    convert_detectron2_file,
-    convert_detectron2_state_dict,
-    is_detectron2_state_dict,
-)
-from ...checkpoint.report import format_key_groups, format_shape_mismatches, shape_mismatches
+from ...checkpoint.conversion import Conversion, as_tensors, rename_keys
+from ...checkpoint.formats import load_backbone_weights
 from ...config import configurable
 from ...layers import ShapeSpec, convert_frozen_batchnorm, get_norm
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
-__all__ = ["ResNet", "build_resnet_backbone"]
+__all__ = [
+    "ResNet",
+    "build_resnet_backbone",
+    "convert_torchvision_state_dict",
+    "is_torchvision_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +40,19 @@ _BASIC_BLOCK_DEPTHS = (18, 34)
 _STAGES = ("res2", "res3", "res4", "res5")  # torchvision's layer1..layer4
 # Stages whose stride-2 is replaced by dilation, per output stride (DeepLab / PSPNet "D8", "D16")
 _DILATED_STAGES = {32: (), 16: ("res5",), 8: ("res4", "res5")}
-_DEEP_STEM_CHANNELS = (32, 32, 64)  # mmseg ResNetV1c stem (stem_channels = 64)
+# Widths of the three 3x3 convs of each deep stem; the last is what res2 receives
+_DEEP_STEM_WIDTHS = {
+    "deep": (32, 32, 64),  # ResNetV1c (mmseg, "Bag of Tricks"): res2 takes 64 channels as usual
+    "deep_base": (64, 64, 128),  # CSAIL's "deep-base" ResNets: res2 takes 128 channels
+}
+_STEM_TYPES = ("basic", *_DEEP_STEM_WIDTHS)
 # torchvision state-dict names -> names in this module
 _TORCHVISION_PREFIXES = {
     "conv1.": "stem.conv1.",
     "bn1.": "stem.bn1.",
     **{f"layer{i + 1}.": f"{stage}." for i, stage in enumerate(_STAGES)},
 }
+_TORCHVISION_KEY = re.compile(r"(?P<prefix>conv1\.|bn1\.|layer[1-4]\.)(?P<rest>.+)")
 
 
 def _torchvision_resnet(
@@ -75,10 +83,12 @@ def _basic_stem(tv: torchvision.models.ResNet, in_channels: int) -> nn.Sequentia
     return nn.Sequential(OrderedDict(conv1=conv1, bn1=tv.bn1, relu=tv.relu, maxpool=tv.maxpool))
 
 
-def _deep_stem(in_channels: int, norm_layer: functools.partial) -> nn.Sequential:
-    """ResNetV1c stem: three 3x3 convs (32-32-64, the first with stride 2), then 3x3/2 max pool."""
+def _deep_stem(
+    in_channels: int, widths: Sequence[int], norm_layer: functools.partial
+) -> nn.Sequential:
+    """Three 3x3 conv + norm + ReLU of ``widths`` (the first with stride 2), then 3x3/2 max pool."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, out_channels in enumerate(_DEEP_STEM_CHANNELS, start=1):
+    for i, out_channels in enumerate(widths, start=1):
         conv = nn.Conv2d(
             in_channels, out_channels, 3, stride=2 if i == 1 else 1, padding=1, bias=False
         )
@@ -89,6 +99,55 @@ def _deep_stem(in_channels: int, norm_layer: functools.partial) -> nn.Sequential
         in_channels = out_channels
     layers["maxpool"] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     return nn.Sequential(layers)
+
+
+def _conv_like(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A fresh (He-initialised) conv like ``conv`` but reading ``in_channels`` channels."""
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=conv.bias is not None,
+    )
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    return new
+
+
+def _widen_first_block(
+    stage: nn.Sequential, in_channels: int, norm_layer: functools.partial
+) -> None:
+    """Make the first block of ``stage`` read ``in_channels`` channels (a stem wider than 64):
+    its first conv is rebuilt, and its shortcut gets (or rebuilds) a 1x1 conv + norm projection,
+    as a torchvision ResNet built with that ``inplanes`` would have."""
+    first = stage[0]
+    if first.conv1.in_channels == in_channels:
+        return
+    first.conv1 = _conv_like(first.conv1, in_channels)
+    out_channels = _stage_out_channels(stage)
+    if first.downsample is None:
+        projection = nn.Conv2d(in_channels, out_channels, 1, stride=first.stride, bias=False)
+        nn.init.kaiming_normal_(projection.weight, mode="fan_out", nonlinearity="relu")
+        first.downsample = nn.Sequential(projection, norm_layer(out_channels))
+    else:
+        first.downsample[0] = _conv_like(first.downsample[0], in_channels)
+
+
+def _build_stem(
+    stem_type: str,
+    tv: torchvision.models.ResNet,
+    in_channels: int,
+    norm_layer: functools.partial,
+) -> nn.Sequential:
+    """The stem of ``stem_type`` ("basic" or a key of ``_DEEP_STEM_WIDTHS``); a deep stem wider
+    than 64 channels widens the first block of torchvision's ``layer1`` to match."""
+    if stem_type == "basic":
+        return _basic_stem(tv, in_channels)
+    widths = _DEEP_STEM_WIDTHS[stem_type]
+    _widen_first_block(tv.layer1, widths[-1], norm_layer)
+    return _deep_stem(in_channels, widths, norm_layer)
 
 
 def _set_dilation(conv: nn.Conv2d, dilation: int) -> None:
@@ -167,9 +226,12 @@ class ResNet(Backbone):
             freeze_at: 0 trains everything; k > 0 freezes the stem and the first k - 1 stages
                 (parameters get ``requires_grad=False``, BatchNorms become FrozenBatchNorm2d).
             output_stride: 32, 16 or 8; below 32 the last stages use dilation instead of stride.
-            stem_type: "basic" (7x7 conv) or "deep" (three 3x3 convs, ResNetV1c).
-            pretrained: local path of ImageNet weights ("" = random init): a torchvision state
-                dict, or a detectron2 / Caffe2 ``.pkl`` (see ``load_pretrained_weights``).
+            stem_type: "basic" (7x7 conv), "deep" (three 3x3 convs 32-32-64, mmseg's ResNetV1c)
+                or "deep_base" (three 3x3 convs 64-64-128, CSAIL's ResNets; res2's first block
+                then reads 128 channels).
+            pretrained: path or URL of ImageNet weights ("" = random init): a torchvision state
+                dict, a detectron2 / Caffe2 ``.pkl``, mmcv's ResNetV1c ... (see
+                ``load_pretrained_weights``).
             in_channels: channels of the input image.
             stride_in_1x1: Bottleneck only (depth 50 / 101): the stride 2 of each stage's first
                 block on its 1x1 conv1 (MSRA / Caffe2 / detectron2 weights) instead of on the
@@ -187,10 +249,7 @@ class ResNet(Backbone):
         if stride_in_1x1:
             for i in range(len(_STAGES)):
                 _move_stride_to_1x1(getattr(tv, f"layer{i + 1}"))
-        if stem_type == "deep":
-            self.stem = _deep_stem(in_channels, norm_layer)
-        else:
-            self.stem = _basic_stem(tv, in_channels)
+        self.stem = _build_stem(stem_type, tv, in_channels, norm_layer)
         self.stage_names = list(_STAGES[: max(_STAGES.index(f) for f in out_features) + 1])
         for i, name in enumerate(self.stage_names):
             self.add_module(name, getattr(tv, f"layer{i + 1}"))
@@ -257,68 +316,42 @@ class ResNet(Backbone):
         return self
 
     def load_pretrained_weights(self, path: str) -> None:
-        """Load ImageNet weights from the local file ``path``, by format:
-
-        - ``.pkl``: a Caffe2 / Detectron ResNet (``R-50.pkl``, ``R-101.pkl``: these need
-          ``stride_in_1x1``, BGR 0-255 input and ``PIXEL_STD [1, 1, 1]``) or a detectron2 file
-          (its ``backbone.bottom_up`` part), converted by ``checkpoint.detectron2``;
-        - otherwise a ``torch.save`` file: a torchvision ResNet state dict (``fc.*`` ignored),
-          or ``{"model": ...}`` written by ``tools/convert_weights.py`` from one of the above.
+        """Load ImageNet weights from ``path`` (a path or URL) through
+        ``checkpoint.load_backbone_weights``, which recognises the format: a torchvision ResNet
+        state dict (``fc.*`` ignored), a Caffe2 / Detectron ResNet ``.pkl`` (``R-50.pkl``,
+        ``R-101.pkl``: these need ``stride_in_1x1``, BGR 0-255 input and ``PIXEL_STD [1, 1,
+        1]``), the ResNet of a detectron2 file, mmcv's ResNetV1c (``open-mmlab://resnet50_v1c``,
+        ``stem_type="deep"``), or a file written by ``tools/convert_weights.py``.
 
         Missing, unexpected and shape-mismatched tensors are logged by module, not fatal (a deep
         stem or a GN backbone cannot take every ImageNet tensor).
         """
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"Backbone weights MODEL.BACKBONE.PRETRAINED='{path}' not found"
-            )
-        state = _read_pretrained(path)
-        mismatched = shape_mismatches(state, self.state_dict())
-        for k, _, _ in mismatched:
-            state.pop(k)
-        result = self.load_state_dict(state, strict=False)
-        skipped = {k for k, _, _ in mismatched}
-        missing = [
-            k
-            for k in result.missing_keys
-            if k not in skipped and not k.endswith("num_batches_tracked")
-        ]
-        logger.info("Loaded backbone weights from %s (%d tensors)", path, len(state))
-        for what, lines in (
-            ("shape mismatch (skipped)", format_shape_mismatches(mismatched)),
-            ("missing in the file", format_key_groups(missing, "missing")),
-            (
-                "in the file but not in the model",
-                format_key_groups(result.unexpected_keys, "unused"),
-            ),
-        ):
-            if lines:
-                logger.warning("Backbone tensors %s:\n  %s", what, "\n  ".join(lines))
+        load_backbone_weights(self, path)
 
 
-def _read_pretrained(path: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights at ``path`` with this module's names (see ``load_pretrained_weights``)."""
-    if path.endswith(".pkl"):
-        conversion = convert_detectron2_file(path)
-        logger.info("Converted %s: %s", path, conversion.summary())
-        return conversion.resnet_state_dict()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
-    if is_detectron2_state_dict(state):
-        return convert_detectron2_state_dict(state).resnet_state_dict()
-    if "fc.weight" in state:
-        logger.info("Ignoring the ImageNet classifier fc.* of %s", path)
-    return {_rename_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
+def is_torchvision_state_dict(keys: Iterable[str]) -> bool:
+    """Whether ``keys`` are a torchvision ResNet's (``conv1.weight``, ``bn1.*``, ``layer1.*`` ..
+    ``layer4.*``, ``fc.*``) and nothing else."""
+    keys = list(keys)
+    return "conv1.weight" in keys and all(
+        _TORCHVISION_KEY.fullmatch(k) or k.startswith("fc.") for k in keys
+    )
 
 
-def _rename_torchvision_key(key: str) -> str:
-    for old, new in _TORCHVISION_PREFIXES.items():
-        if key.startswith(old):
-            return new + key[len(old) :]
-    return key
+def _torchvision_to_resnet(m: re.Match, ctx: Any) -> str:
+    return _TORCHVISION_PREFIXES[m["prefix"]] + m["rest"]
+
+
+def convert_torchvision_state_dict(
+    state: Mapping[str, Any], *, author: str = "torchvision"
+) -> Conversion:
+    """torchvision ResNet names (``conv1``, ``bn1``, ``layer1..4``) -> this module's
+    (``stem.conv1``, ``stem.bn1``, ``res2..5``), ``kind == "resnet"``; ``fc.*`` is ignored."""
+    tensors = as_tensors(state)
+    rules = [(_TORCHVISION_KEY.pattern, _torchvision_to_resnet)]
+    renamed, ignored = rename_keys(tensors, rules, r"fc\..*", None, "torchvision")
+    converted = {new: tensors[old] for old, new in renamed.items()}
+    return Conversion(converted, "resnet", "torchvision", author, renamed, ignored, filled=[])
 
 
 def _check_args(
@@ -333,8 +366,8 @@ def _check_args(
         raise ValueError("ResNet needs a norm: 'FrozenBN', 'BN', 'SyncBN' or 'GN'")
     if output_stride not in _DILATED_STAGES:
         raise ValueError(f"output_stride must be one of {sorted(_DILATED_STAGES)}: {output_stride}")
-    if stem_type not in ("basic", "deep"):
-        raise ValueError(f"stem_type must be 'basic' or 'deep', got '{stem_type}'")
+    if stem_type not in _STEM_TYPES:
+        raise ValueError(f"stem_type must be one of {_STEM_TYPES}, got '{stem_type}'")
 
 
 @BACKBONE_REGISTRY.register()

@@ -27,8 +27,9 @@ class SemanticSegmentor(nn.Module):
     Output: training ``{loss_*: Tensor}``; inference ``[{"sem_seg": Tensor (K, height, width)}]``
     logits (probabilities with test-time augmentation).
 
-    Inference runs ``TEST.MODE`` / ``TEST.AUG`` (``modeling.inference``) over the padded batch;
-    each result is then cropped to its image and resized by ``sem_seg_postprocess``.
+    Inference runs ``TEST.MODE`` / ``TEST.AUG`` (``modeling.inference``) over the padded batch,
+    or, without ``TEST.PAD_TO_DIVISIBILITY``, over each image alone at its own size (mmseg's
+    test); each result is then cropped to its image and resized by ``sem_seg_postprocess``.
     """
 
     @configurable
@@ -120,11 +121,20 @@ class SemanticSegmentor(nn.Module):
         return self.sem_seg_head(self.backbone(images))[0]
 
     def forward(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor] | list[dict]:
-        images, image_sizes = self.preprocess_image(batched_inputs)
         if self.training:
+            images, image_sizes = self.preprocess_image(batched_inputs)
             return self._losses(images, self.preprocess_targets(batched_inputs, image_sizes))
+        if self.inference.pad_to_divisibility:
+            return self._inference(batched_inputs, self.size_divisibility)
+        return [result for x in batched_inputs for result in self._inference([x], 0)]
+
+    def _inference(self, batched_inputs: list[dict], size_divisibility: int) -> list[dict]:
+        """Scores of the images stacked into one batch padded to ``size_divisibility``."""
+        images, image_sizes = normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, size_divisibility
+        )
         scores = run_inference(
-            self.logits, images, self.inference, size_divisibility=self.size_divisibility
+            self.logits, images, self.inference, size_divisibility=size_divisibility
         )
         return [
             {

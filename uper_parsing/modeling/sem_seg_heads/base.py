@@ -41,6 +41,7 @@ def head_config(cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         "dropout": head.DROPOUT,
         "loss_weight": head.LOSS_WEIGHT,
         "class_weights": head.CLASS_WEIGHTS or None,
+        "loss_avg_non_ignore": head.LOSS_AVG_NON_IGNORE,
     }
 
 
@@ -60,7 +61,13 @@ class SemSegHead(nn.Module):
         loss_weight: float = 1.0,
         loss_name: str = "loss_sem_seg",
         class_weights: Sequence[float] | None = None,
+        loss_avg_non_ignore: bool = True,
     ) -> None:
+        """
+        Args:
+            loss_avg_non_ignore: divide the cross-entropy by the labelled pixels (True) or by
+                all pixels (False, mmseg's default); see ``sem_seg_cross_entropy``.
+        """
         super().__init__()
         if not loss_name.startswith("loss_"):
             raise ValueError(f"loss_name must start with 'loss_', got '{loss_name}'")
@@ -70,6 +77,7 @@ class SemSegHead(nn.Module):
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
         self.loss_name = loss_name
+        self.loss_avg_non_ignore = loss_avg_non_ignore
         weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         self.register_buffer("class_weights", weights, persistent=False)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -91,7 +99,11 @@ class SemSegHead(nn.Module):
         Returns: {loss_name: cross-entropy x loss_weight}.
         """
         loss = sem_seg_cross_entropy(
-            logits, targets, ignore_value=self.ignore_value, class_weights=self.class_weights
+            logits,
+            targets,
+            ignore_value=self.ignore_value,
+            class_weights=self.class_weights,
+            avg_non_ignore=self.loss_avg_non_ignore,
         )
         return {self.loss_name: loss * self.loss_weight}
 

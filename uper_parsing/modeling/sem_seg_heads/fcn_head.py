@@ -36,6 +36,7 @@ class FCNHead(SemSegHead):
         loss_weight: float = 1.0,
         loss_name: str = "loss_sem_seg",
         class_weights: Sequence[float] | None = None,
+        loss_avg_non_ignore: bool = True,
     ) -> None:
         """
         Args:
@@ -54,6 +55,7 @@ class FCNHead(SemSegHead):
             loss_weight=loss_weight,
             loss_name=loss_name,
             class_weights=class_weights,
+            loss_avg_non_ignore=loss_avg_non_ignore,
         )
         self.in_feature = in_feature
         self.convs = nn.Sequential(
@@ -66,7 +68,8 @@ class FCNHead(SemSegHead):
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec], *, aux: bool = False) -> dict:
         """As the main head reads ``MODEL.SEM_SEG_HEAD``; with ``aux=True`` its features, width,
-        depth and loss weight come from ``MODEL.AUX_HEAD`` and its loss is ``loss_aux``."""
+        depth and loss weight come from ``MODEL.AUX_HEAD`` and its loss is ``loss_aux`` (class
+        weights and loss normaliser stay the main head's, as mmseg's configs set both alike)."""
         args = head_config(cfg, input_shape)
         node = cfg.MODEL.AUX_HEAD if aux else cfg.MODEL.SEM_SEG_HEAD
         args.update(

@@ -40,6 +40,7 @@ class SemSegFPNHead(SemSegHead):
         loss_weight: float = 1.0,
         loss_name: str = "loss_sem_seg",
         class_weights: Sequence[float] | None = None,
+        loss_avg_non_ignore: bool = True,
     ) -> None:
         """
         Args:
@@ -55,6 +56,7 @@ class SemSegFPNHead(SemSegHead):
             loss_weight=loss_weight,
             loss_name=loss_name,
             class_weights=class_weights,
+            loss_avg_non_ignore=loss_avg_non_ignore,
         )
         self.in_features = sorted(input_shape, key=lambda name: input_shape[name].stride)
         self.common_stride = common_stride

@@ -37,6 +37,7 @@ class PSPHead(SemSegHead):
         loss_weight: float = 1.0,
         loss_name: str = "loss_sem_seg",
         class_weights: Sequence[float] | None = None,
+        loss_avg_non_ignore: bool = True,
     ) -> None:
         """
         Args:
@@ -53,6 +54,7 @@ class PSPHead(SemSegHead):
             loss_weight=loss_weight,
             loss_name=loss_name,
             class_weights=class_weights,
+            loss_avg_non_ignore=loss_avg_non_ignore,
         )
         self.in_feature = coarsest_feature(input_shape)
         in_channels = input_shape[self.in_feature].channels
@@ -61,7 +63,10 @@ class PSPHead(SemSegHead):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
-        return {**head_config(cfg, input_shape), "pool_scales": cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES}
+        return {
+            **head_config(cfg, input_shape),
+            "pool_scales": cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES,
+        }
 
     def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """features[in_feature]: Tensor (N, C, H/s, W/s). Returns: Tensor (N, K, H/s, W/s)."""

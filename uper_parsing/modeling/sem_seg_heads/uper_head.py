@@ -39,12 +39,16 @@ class UPerNetHead(SemSegHead):
         loss_weight: float = 1.0,
         loss_name: str = "loss_sem_seg",
         class_weights: Sequence[float] | None = None,
+        loss_avg_non_ignore: bool = True,
+        ppm_conv_after_upsample: bool = False,
     ) -> None:
         """
         Args:
             input_shape: the levels the head reads (e.g. res2..res5), any order.
             convs_dim: channels of every conv inside the head.
             pool_scales: output sizes of the PPM's adaptive average pools.
+            ppm_conv_after_upsample: run each PPM branch's conv after resizing its pooled map
+                (CSAIL's UPerNet) instead of before (mmseg, transformers, the paper's PSPNet).
         """
         super().__init__(
             predictor_in_channels=convs_dim,
@@ -54,11 +58,18 @@ class UPerNetHead(SemSegHead):
             loss_weight=loss_weight,
             loss_name=loss_name,
             class_weights=class_weights,
+            loss_avg_non_ignore=loss_avg_non_ignore,
         )
         ordered = sorted(input_shape, key=lambda name: input_shape[name].stride)
         self.in_features = ordered
         channels = [input_shape[name].channels for name in ordered]
-        self.ppm = PPM(channels[-1], convs_dim, pool_scales=pool_scales, norm=norm)
+        self.ppm = PPM(
+            channels[-1],
+            convs_dim,
+            pool_scales=pool_scales,
+            norm=norm,
+            conv_after_upsample=ppm_conv_after_upsample,
+        )
         self.bottleneck = ConvNormAct(self.ppm.out_channels, convs_dim, 3, norm=norm)
         self.lateral_convs = nn.ModuleList(
             ConvNormAct(c, convs_dim, 1, norm=norm) for c in channels[:-1]
@@ -70,7 +81,11 @@ class UPerNetHead(SemSegHead):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
-        return {**head_config(cfg, input_shape), "pool_scales": cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES}
+        return {
+            **head_config(cfg, input_shape),
+            "pool_scales": cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES,
+            "ppm_conv_after_upsample": cfg.MODEL.SEM_SEG_HEAD.PPM_CONV_AFTER_UPSAMPLE,
+        }
 
     def forward_features(
         self, features: dict[str, torch.Tensor]
