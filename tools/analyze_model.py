@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    cfg.MODEL.BACKBONE.PRETRAINED = ""  # counts and FLOPs need no ImageNet weights (or download)
     cfg.freeze()
     model = build_model(cfg).eval()
     lines = parameter_report(model)
