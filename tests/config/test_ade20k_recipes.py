@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from uper_parsing.checkpoint.csail import csail_config_overrides
 from uper_parsing.config import get_cfg
 from uper_parsing.modeling import build_model
 
@@ -212,8 +213,27 @@ def _value(cfg, key: str):
     return list(node) if isinstance(node, tuple) else node
 
 
+# Configs that evaluate CSAIL's converted checkpoints: (encoder, decoder) of each
+CSAIL_CONFIGS = {
+    "csail_upernet50.yaml": ("resnet50", "upernet"),
+    "csail_pspnet50.yaml": ("resnet50dilated", "ppm_deepsup"),
+}
+
+
 def test_every_ade20k_recipe_is_listed():
-    assert sorted(p.name for p in ADE.glob("*.yaml")) == sorted(RECIPES)
+    listed = sorted([*RECIPES, *CSAIL_CONFIGS])
+    assert sorted(p.name for p in ADE.glob("*.yaml")) == listed
+
+
+@pytest.mark.parametrize("name", sorted(CSAIL_CONFIGS))
+def test_csail_configs_build_the_converters_model(name):
+    """Each CSAIL config holds every value of ``csail_config_overrides`` for its architecture."""
+    cfg = _load(name)
+    overrides = get_cfg()
+    overrides.merge_from_list(csail_config_overrides(*CSAIL_CONFIGS[name], 150))
+    keys = csail_config_overrides(*CSAIL_CONFIGS[name], 150)[::2]
+    for key in keys:
+        assert _value(cfg, key) == _value(overrides, key), key
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
