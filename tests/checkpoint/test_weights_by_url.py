@@ -10,6 +10,7 @@ import http.server
 import io
 import logging
 import os
+import socket
 import threading
 import urllib.request
 
@@ -229,3 +230,18 @@ def test_nothing_is_downloaded_without_a_url(monkeypatch):
     monkeypatch.setattr(paths, "cached_download", refuse)
     ResNet(depth=18, norm="BN")
     Checkpointer(ResNet(depth=18, norm="BN")).resume_or_load("", resume=False)
+
+
+def test_unreachable_url_names_the_setting_url_and_cache_path(cache):
+    """No network (here: nothing listens on the port): the error says which key, which URL and
+    where to put the file by hand."""
+    with socket.socket() as s:  # a free port that nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/weights/resnet50_v1c-2cccc1ad.pth"
+    with pytest.raises(ConnectionError) as info:
+        resolve_weights_path(url, setting="MODEL.BACKBONE.PRETRAINED")
+    message = str(info.value)
+    assert "MODEL.BACKBONE.PRETRAINED" in message and url in message
+    assert cache_path(url) in message
+    assert not os.path.exists(cache_path(url))

@@ -18,6 +18,7 @@ import logging
 import os
 import posixpath
 import re
+import urllib.error
 import urllib.request
 from urllib.parse import unquote, urlparse
 
@@ -101,7 +102,14 @@ def _download(url: str, path: str, *, progress: bool) -> None:
     logger.info("Downloading %s to %s", url, path)
     request = urllib.request.Request(url, headers={"User-Agent": "uper_parsing"})
     sha256 = hashlib.sha256()
-    with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
+    except (urllib.error.URLError, TimeoutError) as err:
+        raise ConnectionError(
+            f"Could not download {url} ({getattr(err, 'reason', err)}). Without a network, fetch "
+            f"it elsewhere and put it at {path} (the cache), or give its local path instead"
+        ) from err
+    with response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with (
             atomic_write(path, "wb") as out,

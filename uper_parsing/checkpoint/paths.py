@@ -151,7 +151,10 @@ def resolve_weights_path(path_or_url: str, *, setting: str = "MODEL.WEIGHTS") ->
 
     ``setting`` names the config key in the error raised when nothing is there.
     """
-    local = _PATH_MANAGER.get_local_path(os.path.expanduser(path_or_url))
+    try:
+        local = _PATH_MANAGER.get_local_path(os.path.expanduser(path_or_url))
+    except ConnectionError as err:
+        raise ConnectionError(f"{setting}='{path_or_url}': {err}") from err
     if not os.path.exists(local):
         raise FileNotFoundError(f"{setting}='{path_or_url}': {local} not found")
     return local
