@@ -40,6 +40,7 @@ __all__ = [
     "is_caffe2_state_dict",
     "is_detectron2_state_dict",
     "is_resnet_state_dict",
+    "load_torch_file",
     "read_detectron2_file",
 ]
 
@@ -83,6 +84,18 @@ def _read_pickle(path: str, trusted: bool) -> Any:
         return _ArrayUnpickler(f, encoding="latin1").load()
 
 
+def load_torch_file(path: str, *, trusted: bool = False) -> Any:
+    """``torch.load`` on the CPU, tensors and plain containers only unless ``trusted``; any other
+    pickled object is a ValueError that names the file and the way out."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} holds more than tensors and plain containers ({e}); if you trust the file, "
+            "convert it with tools/convert_weights.py --trust-pickle"
+        ) from e
+
+
 def read_detectron2_file(path: str, *, trusted: bool = False) -> tuple[dict[str, Any], str]:
     """Read the weights of a detectron2 ``.pkl`` / ``.pth`` or a Caffe2 ``.pkl`` file.
 
@@ -100,13 +113,7 @@ def read_detectron2_file(path: str, *, trusted: bool = False) -> tuple[dict[str,
         if not isinstance(data, Mapping):
             raise ValueError(f"{path} holds a {type(data).__name__}, not a dict of arrays")
         return dict(data), "Caffe2"
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path} holds more than tensors and plain containers ({e}); if you trust the file, "
-            "convert it with tools/convert_weights.py --trust-pickle"
-        ) from e
+    data = load_torch_file(path, trusted=trusted)
     if not isinstance(data, Mapping) or not isinstance(data.get("model"), Mapping):
         raise ValueError(f"{path} is not a detectron2 checkpoint: no 'model' dict at the top level")
     return dict(data["model"]), str(data.get("__author__", "detectron2"))

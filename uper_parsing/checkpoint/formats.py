@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import pickle
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
@@ -44,6 +43,7 @@ from .detectron2 import (
     convert_detectron2_state_dict,
     is_caffe2_state_dict,
     is_detectron2_state_dict,
+    load_torch_file,
     read_detectron2_file,
 )
 from .paths import resolve_weights_path
@@ -132,13 +132,7 @@ def _unwrap(data: Any, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _read_torch(path: str, trusted: bool) -> WeightsFile:
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path} holds more than tensors and plain containers ({e}); if you trust the file, "
-            "convert it with tools/convert_weights.py --trust-pickle"
-        ) from e
+    data = load_torch_file(path, trusted=trusted)
     state, extra = _unwrap(data, path)
     author = extra.pop("__author__", None)
     source = extra.pop("source", None)
