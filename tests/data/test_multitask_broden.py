@@ -14,7 +14,7 @@ from uper_parsing.data import (
     register_multitask,
 )
 from uper_parsing.data.datasets.broden import broden_metadata
-from uper_parsing.data.multitask_utils import decode_label_numbers
+from uper_parsing.data.multitask_utils import decode_label_numbers, multitask_metadata
 
 
 @pytest.fixture
@@ -44,8 +44,9 @@ def test_decodes_r_plus_256_g(broden):
 
 def test_metadata_from_csv(meta):
     assert meta["object_classes"] == ["person", "table"]
-    assert meta["part_classes"] == ["person/head", "person/leg", "table/leg"]
-    assert meta["object_parts"] == [[0, 1], [2]]
+    # Every object with parts owns a background part "-" first (CSAIL's local index 0).
+    assert meta["part_classes"] == ["person/-", "person/head", "person/leg", "table/-", "table/leg"]
+    assert meta["object_parts"] == [[0, 1, 2], [3, 4]]
     assert meta["material_classes"] == ["wood", "skin"]  # code order
     assert meta["scene_classes"] == ["kitchen", "street"] and meta["texture_classes"] == ["striped"]
     assert meta["ignore_label"] == 255 and meta["evaluator_type"] == "multitask"
@@ -66,7 +67,8 @@ def test_reader_maps_numbers_to_train_ids(meta, broden):
     assert np.array_equal(mat, np.where(expected == 0, 1, np.where(expected == 1, 0, 255)))
     part = _read(meta, broden, "part", objects=obj)
     want = np.full((6, 8), 255)
-    want[:2, :4], want[4:, :4], want[4:, 4:7] = 0, 1, 2  # "leg" resolved per object
+    want[:, :4], want[:, 4:7] = 0, 3  # object pixels without a part: the object's "-"
+    want[:2, :4], want[4:, :4], want[4:, 4:7] = 1, 2, 4  # "leg" resolved per object
     assert np.array_equal(part, want)
 
 
@@ -77,7 +79,10 @@ def test_reader_ignores_untrained_and_orphan_parts(meta, broden):
     obj = _read(meta, broden, "object")
     assert obj[0, 0] == 255 and obj[1, 0] == 0
     obj[5, 4] = 255  # a leg pixel without its object -> ignore
-    assert _read(meta, broden, "part", objects=obj)[5, 4] == 255
+    part = _read(meta, broden, "part", objects=obj)
+    assert part[5, 4] == 255
+    obj[0, 0] = 1  # a head inside a table: a part the table does not own -> the table's "-"
+    assert _read(meta, broden, "part", objects=obj)[0, 0] == 3
 
 
 def test_reader_errors_name_file_and_value(meta, broden):
@@ -108,7 +113,7 @@ def test_multiple_layers_first_labelled_wins(meta, broden):
 def test_register_and_load(broden, fresh_name):
     register_multitask(fresh_name, root=broden, split="train", metadata={"ignore_label": 255})
     md = MetadataCatalog.get(fresh_name)
-    assert md.object_parts == [[0, 1], [2]] and md.root == str(broden)
+    assert md.object_parts == [[0, 1, 2], [3, 4]] and md.root == str(broden)
     dicts = DatasetCatalog.get(fresh_name)
     assert [d["source"] for d in dicts] == ["pascal", "dtd"]
     a, t = dicts
@@ -140,10 +145,22 @@ def test_builtin_broden_is_lazy(tmp_path, monkeypatch):
     monkeypatch.setenv("UPER_PARSING_DATASETS", str(tmp_path))
     assert "broden_multitask_train" in DatasetCatalog and "broden_multitask_val" in DatasetCatalog
     md = MetadataCatalog.get("broden_multitask_val")
-    assert md.evaluator_type == "multitask" and md.ignore_label == 255
-    assert md.root == str(tmp_path / "broden")
+    assert md.evaluator_type == "multitask" and md.root == str(tmp_path / "broden")
     with pytest.raises(FileNotFoundError, match="broden/label.csv"):
         DatasetCatalog.get("broden_multitask_val")
     write_broden(tmp_path / "broden")
     assert md.object_classes == ["person", "table"]
+    assert md.ignore_label == 255  # from the class counts (65535 above 255 classes in a task)
     assert len(DatasetCatalog.get("broden_multitask_val")) == 1
+
+
+def test_ignore_label_grows_past_255_classes():
+    objects = [(i + 1, f"o{i}") for i in range(300)]
+    meta = multitask_metadata(classes={"object": objects}, part_hierarchy=[], sources=[])
+    assert meta["ignore_label"] == 65535
+    small = multitask_metadata(classes={"object": objects[:255]}, part_hierarchy=[], sources=[])
+    assert small["ignore_label"] == 255
+    with pytest.raises(ValueError, match="ignore_label 255 would be a class id"):
+        multitask_metadata(
+            classes={"object": objects}, part_hierarchy=[], sources=[], ignore_label=255
+        )

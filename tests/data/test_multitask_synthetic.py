@@ -63,10 +63,15 @@ def test_metadata(names):
     train, val = names
     md = MetadataCatalog.get(train)
     assert md.object_classes == list(SYNTHETIC_CLASS_NAMES) and len(md.object_classes) == 10
-    assert md.part_classes == list(SYNTHETIC_PARTS)
     things = [i for i, c in enumerate(SYNTHETIC_CLASSES) if c.kind == "thing"]
+    # Each thing owns its background part "-" first, then its parts in SYNTHETIC_PARTS order.
+    expected = []
+    for i in things:
+        name = SYNTHETIC_CLASS_NAMES[i]
+        expected += [f"{name}/-", *(p for p in SYNTHETIC_PARTS if p.startswith(f"{name}/"))]
+    assert md.part_classes == expected
     assert [i for i, p in enumerate(md.object_parts) if p] == things
-    assert sorted(sum(md.object_parts, [])) == list(range(len(SYNTHETIC_PARTS)))
+    assert sorted(sum(md.object_parts, [])) == list(range(len(SYNTHETIC_PARTS) + len(things)))
     assert md.material_classes == list(SYNTHETIC_MATERIALS)
     assert md.scene_classes == list(SCENE_TYPES) and md.texture_classes == list(TEXTURE_CLASSES)
     assert md.evaluator_type == "multitask" and md.ignore_label == 255
@@ -94,7 +99,14 @@ def test_labels_equal_the_rendered_record(names):
     obj = read_multitask_label(d["object_file_name"], md, "object", (64, 64))
     assert np.array_equal(obj, np.where(record.object == 0, 255, record.object.astype(int) - 1))
     part = read_multitask_label(d["part_file_name"], md, "part", (64, 64), objects=obj)
-    assert np.array_equal(part, np.where(record.part == 0, 255, record.part.astype(int) - 1))
+    new_id = np.array([md.part_classes.index(p) for p in SYNTHETIC_PARTS])
+    background = np.array([ids[0] if ids else 255 for ids in md.object_parts] + [255])
+    no_part = background[np.where(obj == 255, len(md.object_parts), obj)]
+    assert np.array_equal(
+        part,
+        np.where(record.part == 0, no_part, new_id[np.maximum(record.part.astype(int) - 1, 0)]),
+    )
+    assert (part == no_part).any() and (part != no_part).any()
     mat = read_multitask_label(d["material_file_name"], md, "material", (64, 64))
     assert np.array_equal(mat, np.where(record.material == 0, 255, record.material.astype(int) - 1))
     assert d["scene"] == record.scene
@@ -108,7 +120,7 @@ def test_labels_equal_the_rendered_record(names):
 def test_builtin_names_registered():
     for split in ("train", "val"):
         md = MetadataCatalog.get(f"synthetic_scenes_multitask_{split}")
-        assert md.evaluator_type == "multitask" and len(md.part_classes) == 14
+        assert md.evaluator_type == "multitask" and len(md.part_classes) == 14 + 5
     assert [s["size"] for s in MetadataCatalog.get("synthetic_scenes_multitask_train").sources] == [
         400,
         200,

@@ -20,8 +20,11 @@ import numpy as np
 from .datasets.sem_seg import distinct_colors
 
 __all__ = [
+    "BACKGROUND_PART",
     "MULTITASK_TASKS",
     "MAP_TASKS",
+    "MODEL_METADATA_KEYS",
+    "model_metadata",
     "multitask_metadata",
     "read_multitask_label",
     "decode_label_numbers",
@@ -29,7 +32,21 @@ __all__ = [
 
 MULTITASK_TASKS: tuple[str, ...] = ("object", "part", "material", "scene", "texture")
 MAP_TASKS: tuple[str, ...] = ("object", "part", "material")  # pixel-level tasks (label PNGs)
+# What a multi-task model needs to be built and drawn without its dataset (stored in checkpoints)
+MODEL_METADATA_KEYS: tuple[str, ...] = (
+    "object_classes",
+    "object_colors",
+    "part_classes",
+    "object_parts",
+    "material_classes",
+    "material_colors",
+    "scene_classes",
+    "texture_classes",
+    "ignore_label",
+    "evaluator_type",
+)
 _UNKNOWN = -1  # lookup value of a number that is no label of the task
+BACKGROUND_PART = "-"  # the part name of "object pixel, no part" (first part of every object)
 
 
 def multitask_metadata(
@@ -39,7 +56,7 @@ def multitask_metadata(
     sources: Sequence[Mapping[str, Any]],
     ignored_numbers: Mapping[str, Sequence[int]] | None = None,
     object_colors: Sequence[Sequence[int]] | None = None,
-    ignore_label: int = 255,
+    ignore_label: int | None = None,
     where: str = "multi-task metadata",
 ) -> dict[str, Any]:
     """Metadata of the multi-task contract from per-task class lists.
@@ -48,12 +65,14 @@ def multitask_metadata(
         classes: {task: [(global label number, name), ...] in train-id order} for each task of
             ``MULTITASK_TASKS`` (missing = no classes); part entries are part *names*.
         part_hierarchy: (object name, part name) pairs; global part ids follow the object order,
-            then the order of this list.
+            then the object's background part "-" (added when the pair is not listed), then the
+            order of this list.
         sources: [{"name", "tasks", "size"}].
         ignored_numbers: {task: numbers that are labels of the task but not trained (read as
             ``ignore_label``)}.
         object_colors: RGB per object class (generated when None).
-        ignore_label: train id of unlabelled pixels; must not be a class id of any task.
+        ignore_label: train id of unlabelled pixels; must not be a class id of any task. None:
+            255, or 65535 when a task has more than 255 classes (Broden+ has 427 parts).
         where: what the metadata describes, for error messages (e.g. the csv file).
 
     Returns:
@@ -61,11 +80,12 @@ def multitask_metadata(
         ``material_classes``, ``material_colors``, ``scene_classes``, ``texture_classes``,
         ``ignore_label``, ``evaluator_type`` ("multitask"), ``sources``, and the read-time
         mapping ``label_numbers`` ({task: [number of train id 0, 1, ...]}; for "part", the part
-        name's number of each global part id) and ``ignored_numbers``.
+        name's number of each global part id, 0 for an added "-") and ``ignored_numbers``.
+        ``object_parts[o][0]`` is o's "-" part whenever o owns parts.
     """
     names = {t: [str(n) for _, n in classes.get(t, ())] for t in MULTITASK_TASKS}
     numbers = {t: [int(v) for v, _ in classes.get(t, ())] for t in MULTITASK_TASKS}
-    part_number = dict(zip(names["part"], numbers["part"]))
+    part_number = {BACKGROUND_PART: 0, **dict(zip(names["part"], numbers["part"]))}
     object_index = {n: i for i, n in enumerate(names["object"])}
     for obj, part in part_hierarchy:
         if obj not in object_index:
@@ -76,12 +96,15 @@ def multitask_metadata(
         raise ValueError(f"{where}: part hierarchy lists an (object, part) pair twice")
     part_classes, part_numbers, object_parts = [], [], []
     for obj in names["object"]:
-        owned = [p for o, p in part_hierarchy if o == obj]
+        owned = [p for o, p in part_hierarchy if o == obj and p != BACKGROUND_PART]
+        owned = [BACKGROUND_PART, *owned] if owned else []
         object_parts.append(list(range(len(part_classes), len(part_classes) + len(owned))))
         part_classes += [f"{obj}/{p}" for p in owned]
         part_numbers += [part_number[p] for p in owned]
-    for task in MULTITASK_TASKS:
-        count = len(part_classes) if task == "part" else len(names[task])
+    counts = {t: len(part_classes) if t == "part" else len(names[t]) for t in MULTITASK_TASKS}
+    if ignore_label is None:
+        ignore_label = 255 if max(counts.values()) <= 255 else 65535
+    for task, count in counts.items():
         if 0 <= ignore_label < count:
             raise ValueError(
                 f"{where}: task '{task}' has {count} classes, so ignore_label {ignore_label} "
@@ -115,6 +138,19 @@ def multitask_metadata(
     }
 
 
+def model_metadata(metadata: Any) -> dict[str, Any]:
+    """The entries of ``MODEL_METADATA_KEYS`` that ``metadata`` (a ``Metadata`` or dict) has, as
+    plain lists: what a checkpoint of a multi-task model stores."""
+    out = {}
+    for key in MODEL_METADATA_KEYS:
+        value = metadata.get(key)
+        if isinstance(value, (list, tuple)):
+            value = [list(v) if isinstance(v, (list, tuple)) else v for v in value]
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def number_lookup(metadata: Any, task: str, num_values: int = 65536) -> np.ndarray:
     """Lookup from global label numbers to the task's class index: ``lut[number]``.
 
@@ -134,20 +170,26 @@ def number_lookup(metadata: Any, task: str, num_values: int = 65536) -> np.ndarr
 
 
 def _part_number_values(metadata: Any) -> list[int]:
-    return sorted(set(int(v) for v in metadata.label_numbers["part"]))
+    """The distinct nonzero part numbers (0 is an added "-" part's number: unlabelled)."""
+    return sorted(set(int(v) for v in metadata.label_numbers["part"]) - {0})
 
 
 def _part_pair_table(metadata: Any) -> np.ndarray:
-    """(K_obj + 1, P_names) global part id of (object train id, part-name index); last row and
-    pairs outside the hierarchy = ignore_label."""
+    """(K_obj + 1, P_names + 1) global part id of (object train id, part-name index), the last
+    column for an unlabelled part and the last row for an unlabelled object. An object with parts
+    reads every part name it does not own, and an unlabelled part, as its "-" part (its first);
+    objects without parts and the last row read ``ignore_label``."""
     ignore = int(metadata.get("ignore_label", 255))
     values = _part_number_values(metadata)
     column = {v: i for i, v in enumerate(values)}
-    table = np.full((len(metadata.object_classes) + 1, max(len(values), 1)), ignore, np.int64)
+    table = np.full((len(metadata.object_classes) + 1, len(values) + 1), ignore, np.int64)
     numbers = metadata.label_numbers["part"]
     for obj, owned in enumerate(metadata.object_parts):
+        if owned:
+            table[obj] = owned[0]
         for part_id in owned:
-            table[obj, column[int(numbers[part_id])]] = part_id
+            if int(numbers[part_id]) != 0:
+                table[obj, column[int(numbers[part_id])]] = part_id
     return table
 
 
@@ -193,8 +235,9 @@ def read_multitask_label(
         objects: for "part": (H, W) object train ids of the same image (ignore where unknown).
 
     Returns:
-        ndarray (H, W) int64: train ids (``part``: global part ids of the pixel's object), or
-        ``ignore_label`` (unlabelled, not trained, or a part outside its object's parts).
+        ndarray (H, W) int64: train ids (``part``: global part ids of the pixel's object: its
+        "-" part where the part is unlabelled, not trained or not one of the object's), or
+        ``ignore_label`` (unlabelled; for parts: object unlabelled or without parts).
 
     Raises:
         FileNotFoundError: a file does not exist.
@@ -249,7 +292,5 @@ def _parts_of_objects(
     table = _part_pair_table(metadata)
     num_objects = len(metadata.object_classes)
     obj = np.where((objects >= 0) & (objects < num_objects), objects, num_objects).astype(np.int64)
-    labelled = part_index != ignore
-    out = np.full(part_index.shape, ignore, np.int64)
-    out[labelled] = table[obj[labelled], part_index[labelled]]
-    return out
+    column = np.where(part_index == ignore, table.shape[1] - 1, part_index)
+    return table[obj, column]

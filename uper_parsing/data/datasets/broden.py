@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from ..multitask_utils import MAP_TASKS, MULTITASK_TASKS, multitask_metadata
+from ..multitask_utils import MAP_TASKS, MODEL_METADATA_KEYS, MULTITASK_TASKS, multitask_metadata
 from .paths import datasets_root
 
 __all__ = [
@@ -239,7 +239,7 @@ def broden_metadata(
         sources=sources,
         ignored_numbers=classes.ignored_numbers,
         object_colors=overrides.pop("object_colors", None),
-        ignore_label=int(overrides.pop("ignore_label", 255)),
+        ignore_label=overrides.pop("ignore_label", None),
         where=str(root),
     )
     for source in sources:
@@ -287,15 +287,9 @@ def _load_builtin(split: str) -> list[dict]:
     return load_broden(_builtin_root(), split)
 
 
+# read lazily from the csv files: what a model needs, and the read-time mapping
 _LAZY_FIELDS = (
-    "object_classes",
-    "object_colors",
-    "part_classes",
-    "object_parts",
-    "material_classes",
-    "material_colors",
-    "scene_classes",
-    "texture_classes",
+    *(k for k in MODEL_METADATA_KEYS if k != "evaluator_type"),
     "sources",
     "label_numbers",
     "ignored_numbers",
@@ -308,6 +302,6 @@ def register_all_broden() -> None:
     for name, split in BRODEN_SPLITS.items():
         DatasetCatalog.register(name, functools.partial(_load_builtin, split))
         lazy = {k: functools.partial(_builtin_field, split, k) for k in _LAZY_FIELDS}
-        MetadataCatalog.get(name).set(ignore_label=255, evaluator_type="multitask").set_lazy(
+        MetadataCatalog.get(name).set(evaluator_type="multitask").set_lazy(
             root=_builtin_root, **lazy
         )
