@@ -88,7 +88,7 @@ def test_inference_outputs_every_task_at_the_requested_size():
 
 def test_inference_outputs_only_the_built_tasks():
     model = _model(tasks=("object", "scene")).eval()
-    assert set(model.heads) == {"scene"}
+    assert set(model.heads) == {"object", "scene"}
     with torch.no_grad():
         outputs = model(_inputs())
     assert set(outputs[0]) == {"object", "scene"}
@@ -150,40 +150,62 @@ def test_each_loss_is_multiplied_by_its_weight():
         torch.testing.assert_close(weighted[f"loss_{task}"], unit[f"loss_{task}"] * weight)
 
 
-def _hand_part_loss(logits, objects, parts) -> float:
-    """Loop over pixels: log-softmax over the ground-truth object's parts, averaged."""
-    total, count = 0.0, 0
-    for n, i, j in torch.cartesian_prod(*(torch.arange(s) for s in objects.shape)).tolist():
-        obj, part = int(objects[n, i, j]), int(parts[n, i, j])
-        if obj >= len(OBJECT_PARTS) or part not in OBJECT_PARTS[obj]:
-            continue
-        group = logits[n, OBJECT_PARTS[obj], i, j]
-        local = OBJECT_PARTS[obj].index(part)
-        total -= float(group[local] - torch.logsumexp(group, 0))
-        count += 1
-    return total / count
+def _hand_part_loss(logits, objects, parts, normalize="object") -> float:
+    """CSAIL's part loss, by loops: for each object o with parts and each image where some pixel
+    of o carries a real part of o (not its first, "-"), every pixel of o whose part is one of o's
+    gives -log softmax over o's parts; per object the mean over those pixels, summed over objects
+    ("pixel": one mean over all of them)."""
+    per_object = {}
+    for n in range(objects.shape[0]):
+        for obj, owned in enumerate(OBJECT_PARTS):
+            inside = objects[n] == obj
+            if not owned or not any(bool((inside & (parts[n] == p)).any()) for p in owned[1:]):
+                continue  # not a valid image for obj
+            for i, j in inside.nonzero().tolist():
+                part = int(parts[n, i, j])
+                if part in owned:
+                    group = logits[n, owned, i, j]
+                    value = -float(group[owned.index(part)] - torch.logsumexp(group, 0))
+                    per_object.setdefault(obj, []).append(value)
+    if normalize == "pixel":
+        values = sum(per_object.values(), [])
+        return sum(values) / len(values)
+    return sum(sum(v) / len(v) for v in per_object.values())
 
 
-def test_part_loss_matches_a_hand_computed_grouped_cross_entropy():
+def test_part_loss_matches_csail_per_object_mean_with_valid_images():
     gen = torch.Generator().manual_seed(2)
-    logits = torch.randn(2, 5, 3, 4, generator=gen, dtype=torch.float64)
-    objects = torch.tensor([[[1, 1, 2, 2], [0, 2, 255, 1], [2, 2, 1, 0]]] * 2)
-    # valid: parts of the pixel's object; ignored: 255, foreign parts (3 on object 1), object 0
+    logits = torch.randn(3, 5, 3, 4, generator=gen, dtype=torch.float64)
+    objects = torch.tensor([[[1, 1, 2, 2], [0, 2, 255, 1], [2, 2, 1, 0]]] * 3)
+    # counted: parts of the pixel's object ("-" = 0 for object 1, 2 for object 2) in images
+    # where the object shows a real part; ignored: 255, foreign parts, object 0
     parts = torch.tensor(
         [
             [[0, 1, 2, 4], [255, 3, 2, 3], [4, 1, 1, 255]],
             [[1, 1, 3, 3], [0, 255, 4, 0], [2, 0, 0, 1]],
+            [[0, 0, 2, 2], [0, 2, 255, 0], [2, 2, 0, 0]],  # only "-": no image for 1 or 2
         ]
     )
-    loss = grouped_part_cross_entropy(logits, objects, parts, OBJECT_PARTS)
-    assert loss.item() == pytest.approx(_hand_part_loss(logits, objects, parts), rel=1e-12)
-    # object 1's pixel (0, 0, 0) with part 0: loss -log softmax([l0, l1])[0], alone
-    single = torch.full_like(objects, 255)
-    single[0, 0, 0] = 1
-    expected = -F.log_softmax(logits[0, [0, 1], 0, 0], 0)[0]
-    torch.testing.assert_close(
-        grouped_part_cross_entropy(logits, single, parts, OBJECT_PARTS), expected
-    )
+    for normalize in ("object", "pixel"):
+        loss = grouped_part_cross_entropy(logits, objects, parts, OBJECT_PARTS, normalize=normalize)
+        expected = _hand_part_loss(logits, objects, parts, normalize)
+        assert loss.item() == pytest.approx(expected, rel=1e-6), normalize
+    # the third image alone: no object has a real part, so nothing counts
+    alone = grouped_part_cross_entropy(logits[2:], objects[2:], parts[2:], OBJECT_PARTS)
+    assert alone.item() == 0.0
+    # object 1 alone, pixels (0, 0, 0) "-" and (0, 0, 1) part 1: the mean of the two terms,
+    # the same under both normalisations
+    single = torch.full_like(objects[:1], 255)
+    single[0, 0, :2] = 1
+    group = F.log_softmax(logits[0, [0, 1], 0, :2], 0)
+    expected = -(group[0, 0] + group[1, 1]) / 2
+    for normalize in ("object", "pixel"):
+        torch.testing.assert_close(
+            grouped_part_cross_entropy(
+                logits[:1], single, parts[:1], OBJECT_PARTS, normalize=normalize
+            ).double(),  # fmt: skip
+            expected,
+        )
 
 
 def test_part_loss_is_zero_and_connected_without_valid_pixels():
@@ -259,7 +281,9 @@ def test_from_config_reads_class_counts_from_metadata(tiny_cfg, multitask_metada
     cfg.MODEL.MULTITASK.SCENE_LOSS_WEIGHT = 0.3
     model = build_model(cfg)
     assert isinstance(model, META_ARCH_REGISTRY.get("UnifiedPerceptualParser"))
-    assert model.trunk.predictor.out_channels == NUM["object"]
+    assert model.trunk.predictor is None  # CSAIL layout: heads.object (3x3 conv + 1x1)
+    assert model.heads["object"].classifier.out_channels == NUM["object"]
+    assert len(model.heads["part"].convs) == len(model.heads["object"].convs) == 1
     assert model.heads["part"].object_parts == OBJECT_PARTS
     assert model.heads["material"].classifier.out_channels == NUM["material"]
     assert model.heads["scene"].classifier.out_features == NUM["scene"]
@@ -277,3 +301,51 @@ def test_channels_last_model_computes_the_same(check_channels_last):
 
     test_batch = [{k: x[k] for k in ("image", "height", "width")} for x in _inputs()]
     check_channels_last(build, _inputs(), test_batch)
+
+
+def test_from_config_sizes_heads_from_a_checkpoint_without_the_dataset(
+    tiny_cfg, multitask_metadata, tmp_path
+):
+    from uper_parsing.checkpoint import Checkpointer
+    from uper_parsing.data.multitask_utils import model_metadata
+
+    cfg = tiny_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "UnifiedPerceptualParser"
+    cfg.DATASETS.TRAIN = (multitask_metadata(),)
+    cfg.MODEL.MULTITASK.TEXTURE_CONVS_DIM = 8
+    trained = build_model(cfg)
+    stored = model_metadata(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]))
+    Checkpointer(trained, str(tmp_path), save_to_disk=True, metadata=stored).save("model_final")
+
+    cfg.DATASETS.TRAIN = ("_test_unified_parser_not_registered",)
+    with pytest.raises(ValueError, match="not_registered.*no object_classes.*MODEL.WEIGHTS"):
+        build_model(cfg)
+    cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
+    model = build_model(cfg)
+    assert model.heads["part"].object_parts == OBJECT_PARTS
+    assert model.heads["scene"].classifier.out_features == NUM["scene"]
+    Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    MetadataCatalog.remove("_test_unified_parser_not_registered")
+
+
+def test_part_loss_gradient_matches_the_hand_computed_loss():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 5, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    objects = torch.tensor([[[1, 1, 2, 2], [0, 2, 2, 1], [2, 2, 1, 0]]] * 2)
+    parts = torch.tensor([[[0, 1, 2, 4], [0, 3, 2, 0], [4, 1, 0, 0]]] * 2)
+    for normalize in ("object", "pixel"):
+        (grad,) = torch.autograd.grad(
+            grouped_part_cross_entropy(logits, objects, parts, OBJECT_PARTS, normalize=normalize),
+            logits,
+        )
+        # against finite differences of the loop implementation
+        eps, flat = 1e-6, logits.detach().clone()
+        for index in [(0, 0, 0, 0), (0, 1, 0, 1), (1, 3, 1, 1), (1, 4, 2, 0), (0, 2, 1, 0)]:
+            bumped = flat.clone()
+            bumped[index] += eps
+            numeric = (_hand_part_loss(bumped, objects, parts, normalize)
+                       - _hand_part_loss(flat, objects, parts, normalize)) / eps  # fmt: skip
+            assert grad[index].item() == pytest.approx(numeric, abs=1e-5), (normalize, index)
+        assert grad.abs().sum() > 0

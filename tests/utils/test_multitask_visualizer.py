@@ -13,8 +13,8 @@ from uper_parsing.utils.visualizer import _PANEL_RGB
 META = SimpleNamespace(
     object_classes=["wall", "chair", "floor"],
     object_colors=[[120, 120, 120], [200, 80, 40], [80, 50, 50]],
-    part_classes=["chair/seat", "chair/leg"],
-    object_parts=[[], [0, 1], []],
+    part_classes=["chair/-", "chair/seat", "chair/leg"],
+    object_parts=[[], [0, 1, 2], []],
     material_classes=["wood", "fabric"],
     material_colors=[[150, 100, 50], [60, 120, 200]],
     scene_classes=["kitchen", "bedroom"],
@@ -32,11 +32,12 @@ def case(height: int = 60, width: int = 90):
     obj = np.zeros((height, width), int)
     obj[height // 2 :, : width // 2] = 1
     obj[-5:] = 2
-    part = np.zeros((height, width), int)
-    part[3 * height // 4 :] = 1
+    part = np.ones((height, width), int)
+    part[3 * height // 4 :] = 2
+    part[:, :5] = 0  # "-": chair pixels without a part
     outputs = {
         "object": one_hot(obj, 3),
-        "part": one_hot(part, 2),
+        "part": one_hot(part, 3),
         "material": one_hot((obj == 1).astype(int), 2),
         "scene": torch.tensor([0.1, 3.0]),
         "texture": torch.tensor([2.0, 0.0]),
@@ -49,7 +50,9 @@ def test_part_label_map_uses_the_predicted_objects_slice():
     parts = part_label_map(obj, outputs["part"], META.object_parts)
     assert parts.dtype == np.int64 and parts.shape == obj.shape
     assert np.all(parts[obj != 1] == -1)  # wall / floor own no parts
-    assert np.array_equal(parts[obj == 1], part[obj == 1])
+    # the chair's seat / leg where predicted; "-" (no part) drawn as unlabelled
+    assert np.array_equal(parts[obj == 1], np.where(part == 0, -1, part)[obj == 1])
+    assert (parts[obj == 1] == -1).any()
 
 
 def test_picture_has_four_panels_and_a_text_strip():

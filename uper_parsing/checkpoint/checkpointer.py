@@ -63,6 +63,7 @@ class Checkpointer(_FvcoreCheckpointer):
         save_to_disk: bool | None = None,
         partial: bool = False,
         weights_format: str = "auto",
+        metadata: dict[str, Any] | None = None,
         **checkpointables: Any,
     ) -> None:
         """
@@ -73,6 +74,8 @@ class Checkpointer(_FvcoreCheckpointer):
             weights_format: what ``load`` reads (``MODEL.WEIGHTS_FORMAT``): "auto" (recognised
                 by the file's record and key names) or a name of ``checkpoint.WEIGHTS_FORMATS``.
                 Resuming reads this class's own files, whatever the setting.
+            metadata: plain class lists written into every checkpoint as its "metadata" entry
+                (``read_checkpoint_metadata``), so a model can be built from it alone.
             checkpointables: objects with ``state_dict()`` / ``load_state_dict()``.
         """
         if save_to_disk is None:
@@ -81,6 +84,7 @@ class Checkpointer(_FvcoreCheckpointer):
         self.logger = logging.getLogger(__name__)
         self.partial = partial
         self.weights_format = weights_format
+        self.metadata = metadata
         register_url_handlers(self.path_manager)
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -91,6 +95,8 @@ class Checkpointer(_FvcoreCheckpointer):
         data: dict[str, Any] = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
+        if self.metadata is not None:
+            data["metadata"] = self.metadata
         data.update(kwargs)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)

@@ -190,6 +190,18 @@ def default_writers(output_dir: str, max_iter: int | None = None) -> list[EventW
     ]
 
 
+def _checkpoint_metadata(cfg: Any) -> dict[str, Any] | None:
+    """The class lists a multi-task model's checkpoints carry (from ``DATASETS.TRAIN[0]``), or
+    None for other models."""
+    from ..data import MetadataCatalog
+    from ..data.multitask_utils import model_metadata
+
+    if not cfg.DATASETS.TRAIN:
+        return None
+    metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    return model_metadata(metadata) if metadata.get("evaluator_type") == "multitask" else None
+
+
 def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
     """Wrap ``model`` in DistributedDataParallel when there is more than one process (CUDA: on
     the model's device; CPU: no device ids). ``find_unused_parameters`` defaults to the model's
@@ -302,6 +314,7 @@ class DefaultTrainer(TrainerBase):
             cfg.OUTPUT_DIR,
             partial=cfg.MODEL.WEIGHTS_PARTIAL,
             weights_format=cfg.MODEL.WEIGHTS_FORMAT,
+            metadata=_checkpoint_metadata(cfg),
             **checkpointables,
         )
         self.start_iter = 0
@@ -322,6 +335,11 @@ class DefaultTrainer(TrainerBase):
     @property
     def data_loader(self) -> Any:
         return self._trainer.data_loader
+
+    @data_loader.setter
+    def data_loader(self, data_loader: Any) -> None:
+        """Train on another iterable of batches from the next step on (benchmarks)."""
+        self._trainer.data_loader = data_loader
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR: load everything from it and

@@ -33,7 +33,8 @@ def part_label_map(
     object_labels: np.ndarray, part_scores: torch.Tensor | np.ndarray, object_parts: list[list[int]]
 ) -> np.ndarray:
     """(H, W) int64 global part ids: at each pixel, the argmax over the slice of ``part_scores``
-    (P, H, W) of the object in ``object_labels`` (H, W); -1 where that object has no parts."""
+    (P, H, W) of the object in ``object_labels`` (H, W); -1 where that object has no parts or
+    its background part "-" (its first) wins, so "no part" is drawn as unlabelled."""
     scores = (
         part_scores.detach().cpu().float().numpy() if torch.is_tensor(part_scores) else part_scores
     )
@@ -43,7 +44,7 @@ def part_label_map(
         if len(ids) == 0 or not inside.any():
             continue
         local = np.asarray(scores)[list(ids)][:, inside].argmax(axis=0)
-        parts[inside] = np.asarray(ids)[local]
+        parts[inside] = np.where(local == 0, -1, np.asarray(ids)[local])
     return parts
 
 

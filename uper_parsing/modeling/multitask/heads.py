@@ -36,46 +36,55 @@ class SceneHead(nn.Module):
         return self.classifier(self.conv(x).mean(dim=(-2, -1)))
 
 
-class PartHead(nn.Module):
-    """1x1 classifier with one channel per part (global part id); the channels are grouped per
-    object by ``object_parts`` and normalised within each group (``grouped_part_softmax``)."""
-
-    def __init__(self, in_channels: int, *, object_parts: Sequence[Sequence[int]]) -> None:
-        """
-        Args:
-            object_parts: for each object index, the global part ids it owns (``[]`` for none);
-                together a partition of 0..P-1.
-        """
-        super().__init__()
-        self.num_parts = check_object_parts(object_parts)
-        self.object_parts = [list(parts) for parts in object_parts]
-        self.classifier = _classifier(in_channels, self.num_parts)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: Tensor (N, C, h, w). Returns: Tensor (N, P, h, w) logits."""
-        return self.classifier(x)
-
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits: Tensor (N, P, h, w). Returns: Tensor (N, P, h, w), a softmax per object."""
-        return grouped_part_softmax(logits, self.object_parts)
-
-
 class ConvClassifierHead(nn.Module):
     """``num_convs`` x 3x3 ConvNormAct (``channels`` wide), then a 1x1 classifier (per-pixel
-    logits). The material head (one conv) and the texture head (four 128-channel convs)."""
+    logits). The object, part and material heads (one conv, CSAIL's ``conv3x3_bn_relu`` + 1x1;
+    none: a bare 1x1) and the texture head (four 128-channel convs)."""
 
     def __init__(
         self, in_channels: int, *, num_classes: int, channels: int, num_convs: int, norm: str
     ) -> None:
         super().__init__()
-        if num_convs < 1:
-            raise ValueError(f"num_convs must be >= 1, got {num_convs}")
+        if num_convs < 0:
+            raise ValueError(f"num_convs must be >= 0, got {num_convs}")
         widths = [in_channels] + [channels] * num_convs
         self.convs = nn.Sequential(
             *(ConvNormAct(c_in, c_out, 3, norm=norm) for c_in, c_out in zip(widths, widths[1:]))
         )
-        self.classifier = _classifier(channels, num_classes)
+        self.classifier = _classifier(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: Tensor (N, C, h, w). Returns: Tensor (N, K, h, w) logits."""
         return self.classifier(self.convs(x))
+
+
+class PartHead(ConvClassifierHead):
+    """A :class:`ConvClassifierHead` with one output channel per part (global part id); the
+    channels are grouped per object by ``object_parts`` and normalised within each group
+    (``grouped_part_softmax``)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        object_parts: Sequence[Sequence[int]],
+        channels: int = 0,
+        num_convs: int = 0,
+        norm: str = "",
+    ) -> None:
+        """
+        Args:
+            object_parts: for each object index, the global part ids it owns ("-" first; ``[]``
+                for none); together a partition of 0..P-1.
+            channels, num_convs, norm: the 3x3 ConvNormActs before the classifier.
+        """
+        num_parts = check_object_parts(object_parts)
+        super().__init__(
+            in_channels, num_classes=num_parts, channels=channels, num_convs=num_convs, norm=norm
+        )
+        self.num_parts = num_parts
+        self.object_parts = [list(parts) for parts in object_parts]
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits: Tensor (N, P, h, w). Returns: Tensor (N, P, h, w), a softmax per object."""
+        return grouped_part_softmax(logits, self.object_parts)

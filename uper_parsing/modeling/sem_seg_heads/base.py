@@ -65,6 +65,8 @@ class SemSegHead(nn.Module):
     ) -> None:
         """
         Args:
+            num_classes: classifier outputs; 0 builds no dropout and no classifier (a trunk whose
+                features other heads read, as the multi-task parser's).
             loss_avg_non_ignore: divide the cross-entropy by the labelled pixels (True) or by
                 all pixels (False, mmseg's default); see ``sem_seg_cross_entropy``.
         """
@@ -80,13 +82,17 @@ class SemSegHead(nn.Module):
         self.loss_avg_non_ignore = loss_avg_non_ignore
         weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         self.register_buffer("class_weights", weights, persistent=False)
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.predictor = nn.Conv2d(predictor_in_channels, num_classes, kernel_size=1)
-        nn.init.normal_(self.predictor.weight, std=0.01)
-        nn.init.zeros_(self.predictor.bias)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 and num_classes else nn.Identity()
+        self.predictor = None
+        if num_classes:
+            self.predictor = nn.Conv2d(predictor_in_channels, num_classes, kernel_size=1)
+            nn.init.normal_(self.predictor.weight, std=0.01)
+            nn.init.zeros_(self.predictor.bias)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """x: Tensor (N, C, h, w). Returns: Tensor (N, K, h, w) logits."""
+        if self.predictor is None:
+            raise RuntimeError(f"{type(self).__name__} was built without a classifier (0 classes)")
         return self.predictor(self.dropout(x))
 
     def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
