@@ -46,12 +46,12 @@ def fake_read_multitask_label(
 
 
 def main_metadata() -> SimpleNamespace:
-    """3 objects, the chair with 2 parts; 2 materials, 2 scenes, 2 textures."""
+    """3 objects, the chair with "-" and 2 parts; 2 materials, 2 scenes, 2 textures."""
     return SimpleNamespace(
         object_classes=["wall", "chair", "floor"],
         object_colors=[[120, 120, 120], [200, 80, 40], [80, 50, 50]],
-        part_classes=["chair/seat", "chair/leg"],
-        object_parts=[[], [0, 1], []],
+        part_classes=["chair/-", "chair/seat", "chair/leg"],
+        object_parts=[[], [0, 1, 2], []],
         material_classes=["wood", "fabric"],
         material_colors=[[150, 100, 50], [60, 120, 200]],
         scene_classes=["kitchen", "bedroom"],
@@ -120,14 +120,14 @@ def main_case(folder: Path) -> tuple[list[dict], list[dict]]:
         "a",
         ["object", "part", "material", "scene"],
         object=[[0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [2, 2, 2, X]],
-        part=[[X, X, X, X], [0, 0, 0, X], [1, 1, X, X], [X, X, X, X]],
+        part=[[X, X, X, X], [1, 1, 1, X], [2, 2, X, X], [X, X, X, X]],
         material=[[X, X, X, X], [0, 0, 0, X], [1, 1, 0, X], [X, X, X, X]],
         scene=0,
     )
     a_out = make_output(
         meta,
         obj=[[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [2, 2, 2, 0]],
-        part=[[1, 1, 1, 1], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]],
+        part=[[2, 2, 2, 2], [1, 2, 1, 1], [2, 1, 2, 1], [1, 1, 1, 1]],
         material=[[1, 1, 1, 1], [0, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]],
         scene=0,
         texture=1,
@@ -170,7 +170,7 @@ def run_evaluator(inputs, outputs, **kwargs) -> dict:
     return evaluator.evaluate()
 
 
-# Worked out by hand from main_case (confusion counts [pred, gt]):
+# Worked out by hand from main_case (confusion counts [pred, gt]), our protocol:
 # object (A + B; A's ignore pixel left out): wall: TP 9, gt 14, pred 10 -> 9/15;
 #   chair: TP 5, gt 6, pred 10 -> 5/11; floor: TP 11, gt 11, pred 11 -> 1. pAcc 25/31.
 # part, chair (A only), seat / leg / not-chair: (seat, seat) 1, (leg, seat) 1, (not, seat) 1
@@ -181,7 +181,7 @@ def run_evaluator(inputs, outputs, **kwargs) -> dict:
 #   fabric TP 2, gt 2, pred 4 -> 1/2; pAcc 4/6.
 # scene (A right, B wrong; the crops are not scene-labelled): 1/2.
 # texture (C right, D wrong, E right; A and B are not texture-labelled): 2/3.
-EXPECTED = {
+EXPECTED_OURS = {
     "scene": {"top1": 50.0},
     "object": {
         "mIoU": 100 * (9 / 15 + 5 / 11 + 1) / 3,
@@ -198,6 +198,26 @@ EXPECTED = {
     },
     "material": {"mIoU": 50.0, "pAcc": 100 * 4 / 6, "IoU-wood": 50.0, "IoU-fabric": 50.0},
     "texture": {"top1": 100 * 2 / 3},
+}
+# CSAIL's reference protocol: object and material unions are all non-empty, so they score as
+# above. Part, chair (valid in A: it has seat and leg pixels), local [pred, gt] with 0 = "-" or
+# outside the chair: (seat, seat) 1, (leg, seat) 1, (0, seat) 1, (leg, leg) 1, (seat, leg) 1,
+# (leg, "-") 1 [A[2, 2]: its unlabelled part counts as "-", so the predicted leg is a false
+# positive], (seat, 0) 1. seat: inter 1, pred 3, gt 3 -> 1/5; leg: inter 1, pred 3, gt 2 -> 1/4;
+# pAcc 2/5.
+EXPECTED_REFERENCE = {
+    **EXPECTED_OURS,
+    "part": {
+        "mIoU": 100 * (1 / 5 + 1 / 4) / 2,
+        "pAcc": 40.0,
+        "mIoU-chair": 100 * (1 / 5 + 1 / 4) / 2,
+        "pAcc-chair": 40.0,
+    },
+}
+EXPECTED = {
+    key: metrics
+    for task in EXPECTED_OURS
+    for key, metrics in ((task, EXPECTED_REFERENCE[task]), (f"{task}_ours", EXPECTED_OURS[task]))
 }
 
 
@@ -227,25 +247,32 @@ def test_image_without_a_task_contributes_nothing(tmp_path, fakes):
     fakes(main_metadata())
     inputs, outputs = main_case(tmp_path)
     results = run_evaluator(inputs[:1], outputs[:1], distributed=False)
-    assert set(results) == {"scene", "object", "part", "material"}  # no texture image: omitted
-    assert results["material"] == pytest.approx(EXPECTED["material"])
-    assert results["part"] == pytest.approx(EXPECTED["part"])
-    assert results["scene"] == {"top1": 100.0}
+    tasks = ("scene", "object", "part", "material")  # no texture image: omitted
+    assert list(results) == [key for task in tasks for key in (task, f"{task}_ours")]
+    for key in ("material", "material_ours", "part", "part_ours"):
+        assert results[key] == pytest.approx(EXPECTED[key]), key
+    assert results["scene"] == results["scene_ours"] == {"top1": 100.0}
     # A alone: wall TP 5, gt 6, pred 6 -> 5/7; chair TP 5, gt 6, pred 6 -> 5/7; floor 3/3.
-    assert results["object"]["IoU-wall"] == pytest.approx(100 * 5 / 7)
-    assert results["object"]["pAcc"] == pytest.approx(100 * 13 / 15)
+    for key in ("object", "object_ours"):
+        assert results[key]["IoU-wall"] == pytest.approx(100 * 5 / 7)
+        assert results[key]["pAcc"] == pytest.approx(100 * 13 / 15)
 
     crops = run_evaluator(inputs[2:], outputs[2:], distributed=False)
-    assert crops == {"texture": {"top1": pytest.approx(100 * 2 / 3)}}
+    top1 = {"top1": pytest.approx(100 * 2 / 3)}
+    assert crops == {"texture": top1, "texture_ours": top1}
     assert run_evaluator([], [], distributed=False) == {}
 
 
 def part_metadata() -> SimpleNamespace:
-    """Person (head, body) and car (wheel) and tree (trunk) have parts, sky has none."""
+    """Person (head, body) and car (wheel) and tree (trunk) have parts after their "-" part, sky
+    has none."""
     return SimpleNamespace(
         object_classes=["person", "car", "sky", "tree"],
-        part_classes=["person/head", "person/body", "car/wheel", "tree/trunk"],
-        object_parts=[[0, 1], [2], [], [3]],
+        part_classes=[
+            *("person/-", "person/head", "person/body"),
+            *("car/-", "car/wheel", "tree/-", "tree/trunk"),
+        ],
+        object_parts=[[0, 1, 2], [3, 4], [], [5, 6]],
         material_classes=["m"],
         scene_classes=["s"],
         texture_classes=["t"],
@@ -254,9 +281,11 @@ def part_metadata() -> SimpleNamespace:
 
 
 def test_parts_masked_by_predicted_and_ground_truth_object_and_averaged(tmp_path, fakes):
-    """Person: (head, head) 1, (head, body) 1, (body, body) 2 -> head 1/2, body 2/3, pAcc 3/4.
-    Car: (wheel, wheel) 1; its unlabelled pixel is ignored -> 100 / 100. Tree: predicted once
-    on sky, never in the ground truth -> not in the average (it would add an IoU of 0)."""
+    """Ours. Person: (head, head) 1, (head, body) 1, (body, body) 2 -> head 1/2, body 2/3,
+    pAcc 3/4. Car: (wheel, wheel) 1; its unlabelled pixel is ignored -> 100 / 100. Tree:
+    predicted once on sky, never in the ground truth -> not in the average (it would add an IoU
+    of 0). Reference: person as ours; car's unlabelled pixel is "-", so the wheel predicted there
+    is a false positive -> wheel 1/2, pAcc 1/1; tree is valid in no image -> left out."""
     meta = part_metadata()
     fakes(meta)
     input_dict = make_input(
@@ -264,22 +293,32 @@ def test_parts_masked_by_predicted_and_ground_truth_object_and_averaged(tmp_path
         "p",
         ["object", "part"],
         object=[[0, 0, 1, 1], [0, 0, 2, 2]],
-        part=[[0, 1, 2, X], [1, 1, X, X]],
+        part=[[1, 2, 4, X], [2, 2, X, X]],
     )
     output = {
         "object": one_hot([[0, 0, 1, 1], [0, 0, 3, 2]], 4),
-        "part": one_hot([[0, 0, 2, 2], [1, 1, 3, 3]], 4),
+        "part": one_hot([[1, 1, 4, 4], [2, 2, 6, 6]], 7),
     }
     evaluator = MultiTaskEvaluator(DATASET, distributed=False)
     evaluator.process([input_dict], [{k: torch.from_numpy(v) for k, v in output.items()}])
     results = evaluator.evaluate()
     person = 100 * (1 / 2 + 2 / 3) / 2
-    assert results["part"] == pytest.approx(
+    assert results["part_ours"] == pytest.approx(
         {
             "mIoU": (person + 100) / 2,
             "pAcc": (75 + 100) / 2,
             "mIoU-person": person,
             "mIoU-car": 100.0,
+            "pAcc-person": 75.0,
+            "pAcc-car": 100.0,
+        }
+    )
+    assert results["part"] == pytest.approx(
+        {
+            "mIoU": (person + 50) / 2,
+            "pAcc": (75 + 100) / 2,
+            "mIoU-person": person,
+            "mIoU-car": 50.0,
             "pAcc-person": 75.0,
             "pAcc-car": 100.0,
         }
