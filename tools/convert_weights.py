@@ -14,6 +14,11 @@
     # CSAIL's semantic-segmentation-pytorch: encoder and decoder into one file
     python tools/convert_weights.py --from csail encoder_epoch_30.pth \\
         --decoder decoder_epoch_30.pth upernet50_csail.pth
+    # CSAIL's unified perceptual parsing (Broden+ UPerNet-50): the file also carries the Broden+
+    # class lists ("metadata"), so the parser can be built without the dataset
+    python tools/convert_weights.py --from csail-upp encoder_epoch_40.pth \\
+        --decoder decoder_epoch_40.pth upernet50_csail_upp.pth \\
+        --config-file configs/broden/csail_upp_upernet50.yaml
     # timm (and the original FB ConvNeXt / Microsoft Swin) ImageNet backbones
     python tools/convert_weights.py --from timm convnext_tiny_1k_224_ema.pth convnext_T.safetensors
     # torchvision ResNets
@@ -22,7 +27,8 @@
 
 IN (and DECODER) is a path or URL (file://, https:// (downloaded once into the cache),
 detectron2://, open-mmlab://). OUT holds ``{"model": state dict, "__author__", "source": {...}}``
-(``.pth``), or the tensors with the ``source`` record in the metadata (``.safetensors``): a whole
+and, where the converter knows the class lists, ``"metadata"`` (``.pth``), or the tensors with
+the ``source`` record (and the metadata as JSON) in the header (``.safetensors``): a whole
 model (``source.kind == "model"``) loads with ``MODEL.WEIGHTS OUT``, a backbone (``"resnet"`` /
 ``"backbone"``) with ``MODEL.BACKBONE.PRETRAINED OUT`` (or ``MODEL.WEIGHTS``, into the model's
 backbone). With ``--config-file`` the result is also compared with the model of that config
@@ -50,8 +56,14 @@ from uper_parsing.checkpoint import (
 )
 from uper_parsing.checkpoint.conversion import Conversion
 from uper_parsing.checkpoint.formats import SOURCE_METADATA_KEY
+from uper_parsing.checkpoint.metadata import (
+    METADATA_KEY,
+    SAFETENSORS_METADATA_KEY,
+    plain_metadata,
+)
 from uper_parsing.checkpoint.report import format_key_groups, format_shape_mismatches
 from uper_parsing.config import get_cfg
+from uper_parsing.data import MetadataCatalog
 from uper_parsing.modeling import build_model
 
 logger = logging.getLogger("uper_parsing.tools.convert_weights")
@@ -60,12 +72,30 @@ SOURCES = sorted(name for name in WEIGHTS_FORMATS if name != "ours")
 AUTHOR = "uper_parsing tools/convert_weights.py"
 
 
+def _csail_two_files() -> Any:
+    from uper_parsing.checkpoint.csail import convert_csail_state_dicts
+
+    return convert_csail_state_dicts
+
+
+def _csail_upp_two_files() -> Any:
+    from uper_parsing.checkpoint.csail_upp import convert_csail_upp_state_dicts
+
+    return convert_csail_upp_state_dicts
+
+
+# --from -> () -> converter of an encoder and a --decoder file
+_TWO_FILE_CONVERTERS = {"csail": _csail_two_files, "csail-upp": _csail_upp_two_files}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES)
     parser.add_argument("input", help="source weights: path or URL (hf-upernet: also a folder)")
     parser.add_argument("output", help="converted checkpoint to write (.pth or .safetensors)")
-    parser.add_argument("--decoder", default="", help="csail: the decoder file (path or URL)")
+    parser.add_argument(
+        "--decoder", default="", help="csail, csail-upp: the decoder file (path or URL)"
+    )
     parser.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -78,8 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "opts", nargs=argparse.REMAINDER, help="overrides of --config-file: KEY VALUE ..."
     )
     args = parser.parse_args(argv)
-    if args.decoder and args.source != "csail":
-        parser.error("--decoder is for --from csail")
+    if args.decoder and args.source not in _TWO_FILE_CONVERTERS:
+        parser.error(f"--decoder is for --from {' / '.join(_TWO_FILE_CONVERTERS)}")
     if args.opts and not args.config_file:
         parser.error(f"config overrides {args.opts} need --config-file")
     return args
@@ -96,11 +126,10 @@ def convert(args: argparse.Namespace) -> Conversion:
     """Read IN (and DECODER) and convert them with the converter of ``--from``."""
     file = _read(args.input, args.trust_pickle, "IN")
     author = file.author or args.source
-    if args.source == "csail" and args.decoder:
-        from uper_parsing.checkpoint.csail import convert_csail_state_dicts
-
+    if args.decoder:
         decoder = _read(args.decoder, args.trust_pickle, "--decoder")
-        return convert_csail_state_dicts(file.state, decoder.state, author=author)
+        convert_two = _TWO_FILE_CONVERTERS[args.source]()
+        return convert_two(file.state, decoder.state, author=author)
     return WEIGHTS_FORMATS[args.source].convert(file.state, author=author)
 
 
@@ -121,12 +150,21 @@ def hf_config_overrides(input_path: str) -> list[str]:
 # ----------------------------------------------------------------------------- checking
 
 
+def provide_class_lists(cfg: Any, metadata: dict[str, Any] | None) -> None:
+    """Size the model of ``cfg`` by the converted file's class lists where ``DATASETS.TRAIN[0]``
+    has none (as ``MODEL.WEIGHTS`` will once the file is written)."""
+    name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else ""
+    if metadata is not None and name and MetadataCatalog.get(name).get("object_classes") is None:
+        MetadataCatalog.get(name).set(**metadata)
+
+
 def compare_with_model(conversion: Conversion, cfg: Any) -> list[str]:
     """Problems of loading the conversion into the model of ``cfg``: tensors with no place or
     another shape, and model tensors it does not fill (for a backbone file: backbone tensors,
     except the per-output norms ImageNet weights never hold)."""
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.PRETRAINED = ""
+    provide_class_lists(cfg, conversion.metadata)
     own = {k: v for k, v in build_model(cfg).state_dict().items() if "num_batches_tracked" not in k}
     state = conversion.state_dict
     if conversion.kind != "model":
@@ -183,22 +221,30 @@ def source_record(conversion: Conversion, args: argparse.Namespace) -> dict[str,
         "kind": conversion.kind,
         "ignored": list(conversion.ignored),
         "filled": list(conversion.filled),
+        "edited": dict(conversion.edited),
     }
 
 
 def write(conversion: Conversion, record: dict[str, Any], output: str) -> None:
-    """``.safetensors``: tensors + ``{"__author__", SOURCE_METADATA_KEY: json}`` metadata;
-    otherwise ``torch.save`` of ``{"model", "__author__", "source"}`` (loadable with
+    """``.safetensors``: tensors + ``{"__author__", SOURCE_METADATA_KEY: json}`` header (and
+    the class lists as JSON under SAFETENSORS_METADATA_KEY); otherwise ``torch.save`` of
+    ``{"model", "__author__", "source"}`` and ``"metadata"`` (loadable with
     ``torch.load(weights_only=True)``)."""
+    classes = None if conversion.metadata is None else plain_metadata(conversion.metadata)
     with atomic_write(output, "wb") as f:
         if output.endswith(".safetensors"):
             from safetensors.torch import save
 
             tensors = {k: v.contiguous() for k, v in conversion.state_dict.items()}
-            metadata = {"__author__": AUTHOR, SOURCE_METADATA_KEY: json.dumps(record)}
-            f.write(save(tensors, metadata=metadata))
+            header = {"__author__": AUTHOR, SOURCE_METADATA_KEY: json.dumps(record)}
+            if classes is not None:
+                header[SAFETENSORS_METADATA_KEY] = json.dumps(classes)
+            f.write(save(tensors, metadata=header))
         else:
-            torch.save({"model": conversion.state_dict, "__author__": AUTHOR, "source": record}, f)
+            data = {"model": conversion.state_dict, "__author__": AUTHOR, "source": record}
+            if classes is not None:
+                data[METADATA_KEY] = classes
+            torch.save(data, f)
 
 
 def main(argv: list[str] | None = None) -> int:

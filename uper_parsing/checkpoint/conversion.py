@@ -35,11 +35,15 @@ class Conversion:
             bare ``ResNet`` with its own names: ``stem.conv1.weight``, ``res2.0.bn1.weight``) or
             "backbone" (a bare backbone of another kind, with the names of that backbone module).
         source_format: the naming scheme of the source keys ("detectron2", "caffe2", "mmseg",
-            "hf-upernet", "csail", "timm", "torchvision").
+            "hf-upernet", "csail", "csail-upp", "timm", "torchvision").
         author: the file's ``__author__`` (or the format when it has none).
         renamed: source key -> key in ``state_dict``.
         ignored: source keys dropped on purpose.
         filled: keys of ``state_dict`` with no source (e.g. running mean 0 / var 1 of Caffe2 BN).
+        edited: keys of ``state_dict`` whose tensor is not its source's as it is -> what was done
+            (rows dropped or reordered, reshaped).
+        metadata: the class lists the weights were trained with (multi-task metadata: see
+            ``checkpoint.metadata``), when the converter knows them.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -49,6 +53,8 @@ class Conversion:
     renamed: dict[str, str]
     ignored: list[str]
     filled: list[str]
+    edited: dict[str, str] = dataclasses.field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
 
     def resnet_state_dict(self, prefix: str = _RESNET_IN_FPN) -> dict[str, torch.Tensor]:
         """The ResNet part with ``ResNet``'s own names (for ``MODEL.BACKBONE.PRETRAINED``):
@@ -64,7 +70,9 @@ class Conversion:
             f"{self.source_format} {self.kind} by '{self.author}': {len(self.renamed)} tensors "
             f"renamed, {len(self.filled)} filled, {len(self.ignored)} ignored"
         )
-        return text + (f" ({', '.join(self.ignored)})" if self.ignored else "")
+        text += f" ({', '.join(self.ignored)})" if self.ignored else ""
+        edits = "; ".join(f"{key}: {what}" for key, what in self.edited.items())
+        return text + (f"; {len(self.edited)} edited ({edits})" if self.edited else "")
 
 
 def as_tensors(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:

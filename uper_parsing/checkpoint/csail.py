@@ -36,10 +36,17 @@ import torch
 from .conversion import Conversion, Rule, as_tensors, rename_keys
 
 __all__ = [
+    "ENCODER_RULES",
+    "SYNC_BN_IGNORED",
+    "affine_rule",
+    "conv_norm_act_rules",
     "convert_csail_state_dicts",
     "csail_config_overrides",
     "is_csail_state_dict",
+    "rename_csail_part",
+    "rule_target",
     "split_csail_state_dict",
+    "upernet_pyramid_rules",
 ]
 
 SOURCE_FORMAT = "csail"
@@ -54,7 +61,7 @@ _MARKER = re.compile(
 )
 
 
-def _fmt(template: str, **shifts: int) -> Callable[[re.Match, str], str]:
+def rule_target(template: str, **shifts: int) -> Callable[[re.Match, str], str]:
     """A rule target: ``{prefix}`` (the context) + ``template`` filled with the match's named
     groups, those in ``shifts`` turned into ints and shifted (``layer1`` is ``res2``: ``s=1``)."""
 
@@ -67,40 +74,55 @@ def _fmt(template: str, **shifts: int) -> Callable[[re.Match, str], str]:
     return target
 
 
-def _conv_norm_act(source: str, target: str) -> list[Rule]:
+def conv_norm_act_rules(source: str, target: str) -> list[Rule]:
     """CSAIL's Sequential of a bias-free conv (``source``.0), BatchNorm (``.1``) and ReLU ->
     ConvNormAct ``target`` (``conv``, ``norm``)."""
     return [
-        (rf"{source}\.0\.weight", _fmt(target + ".conv.weight")),
-        (rf"{source}\.1\.{_BN}", _fmt(target + ".norm.{p}")),
+        (rf"{source}\.0\.weight", rule_target(target + ".conv.weight")),
+        (rf"{source}\.1\.{_BN}", rule_target(target + ".norm.{p}")),
     ]
 
 
-_ENCODER_RULES: list[Rule] = [
-    (r"conv(?P<k>[123])\.weight", _fmt("{prefix}stem.conv{k}.weight")),
-    (rf"bn(?P<k>[123])\.{_BN}", _fmt("{prefix}stem.bn{k}.{p}")),
+def affine_rule(source: str, target: str) -> Rule:
+    """A conv / linear layer with a bias: ``source``.weight / .bias -> ``target``.weight / .bias."""
+    return (rf"{source}\.{_AFFINE}", rule_target(target + ".{p}"))
+
+
+def upernet_pyramid_rules(head: str) -> list[Rule]:
+    """CSAIL's UPerNet pyramid (``ppm_conv``, ``ppm_last_conv``, ``fpn_in``, ``fpn_out``) ->
+    a UPerNetHead under ``head`` (e.g. "sem_seg_head."); its fusion conv is named differently in
+    the semantic (``conv_last.0``) and the unified-parsing (``conv_fusion``) decoders."""
+    return [
+        *conv_norm_act_rules(r"ppm_conv\.(?P<i>\d+)", head + "ppm.branches.{i}.1"),
+        *conv_norm_act_rules(r"ppm_last_conv", head + "bottleneck"),
+        *conv_norm_act_rules(r"fpn_in\.(?P<i>\d+)", head + "lateral_convs.{i}"),
+        *conv_norm_act_rules(r"fpn_out\.(?P<i>\d+)\.0", head + "fpn_convs.{i}"),
+    ]
+
+
+# CSAIL's deep-base ResNet (the context of a rule is the prefix to put the names under)
+ENCODER_RULES: list[Rule] = [
+    (r"conv(?P<k>[123])\.weight", rule_target("{prefix}stem.conv{k}.weight")),
+    (rf"bn(?P<k>[123])\.{_BN}", rule_target("{prefix}stem.bn{k}.{p}")),
     (
         rf"layer(?P<s>[1-4])\.(?P<b>\d+\.(?:conv[123]|bn[123]|downsample\.[01]))\.{_BN}",
-        _fmt("{prefix}res{s}.{b}.{p}", s=1),
+        rule_target("{prefix}res{s}.{b}.{p}", s=1),
     ),
 ]
 
 _HEAD = "sem_seg_head."
 _UPERNET_RULES: list[Rule] = [
-    *_conv_norm_act(r"ppm_conv\.(?P<i>\d+)", _HEAD + "ppm.branches.{i}.1"),
-    *_conv_norm_act(r"ppm_last_conv", _HEAD + "bottleneck"),
-    *_conv_norm_act(r"fpn_in\.(?P<i>\d+)", _HEAD + "lateral_convs.{i}"),
-    *_conv_norm_act(r"fpn_out\.(?P<i>\d+)\.0", _HEAD + "fpn_convs.{i}"),
-    *_conv_norm_act(r"conv_last\.0", _HEAD + "fpn_bottleneck"),
-    (rf"conv_last\.1\.{_AFFINE}", _fmt(_HEAD + "predictor.{p}")),
+    *upernet_pyramid_rules(_HEAD),
+    *conv_norm_act_rules(r"conv_last\.0", _HEAD + "fpn_bottleneck"),
+    affine_rule(r"conv_last\.1", _HEAD + "predictor"),
 ]
 _PPM_RULES: list[Rule] = [
-    (r"ppm\.(?P<i>\d+)\.1\.weight", _fmt(_HEAD + "ppm.branches.{i}.1.conv.weight")),
-    (rf"ppm\.(?P<i>\d+)\.2\.{_BN}", _fmt(_HEAD + "ppm.branches.{i}.1.norm.{p}")),
-    *_conv_norm_act(r"conv_last", _HEAD + "bottleneck"),
-    (rf"conv_last\.4\.{_AFFINE}", _fmt(_HEAD + "predictor.{p}")),
-    *_conv_norm_act(r"cbr_deepsup", "aux_head.convs.0"),
-    (rf"conv_last_deepsup\.{_AFFINE}", _fmt("aux_head.predictor.{p}")),
+    (r"ppm\.(?P<i>\d+)\.1\.weight", rule_target(_HEAD + "ppm.branches.{i}.1.conv.weight")),
+    (rf"ppm\.(?P<i>\d+)\.2\.{_BN}", rule_target(_HEAD + "ppm.branches.{i}.1.norm.{p}")),
+    *conv_norm_act_rules(r"conv_last", _HEAD + "bottleneck"),
+    affine_rule(r"conv_last\.4", _HEAD + "predictor"),
+    *conv_norm_act_rules(r"cbr_deepsup", "aux_head.convs.0"),
+    affine_rule(r"conv_last_deepsup", "aux_head.predictor"),
 ]
 # Decoder family -> (regex one of its keys matches, renaming rules)
 _DECODERS: dict[str, tuple[str, list[Rule]]] = {
@@ -110,9 +132,9 @@ _DECODERS: dict[str, tuple[str, list[Rule]]] = {
 
 # Dropped on purpose: BatchNorm counters, and the training accumulators of CSAIL's
 # SynchronizedBatchNorm2d (running_mean / running_var are derived from them and used at test)
-_IGNORED = r".*\.(?:num_batches_tracked|_tmp_running_mean|_tmp_running_var|_running_iter)"
+SYNC_BN_IGNORED = r".*\.(?:num_batches_tracked|_tmp_running_mean|_tmp_running_var|_running_iter)"
 # ... and the ImageNet classifier of CSAIL's pretrained encoders (resnet50-imagenet.pth)
-_IMAGENET_IGNORED = _IGNORED + r"|fc\.(?:weight|bias)"
+_IMAGENET_IGNORED = SYNC_BN_IGNORED + r"|fc\.(?:weight|bias)"
 
 
 def is_csail_state_dict(keys: Iterable[str]) -> bool:
@@ -152,7 +174,7 @@ def _decoder_family(keys: Iterable[str]) -> str:
     )
 
 
-def _rename_part(
+def rename_csail_part(
     tensors: Mapping[str, torch.Tensor], rules: list[Rule], ignored: str, prefix: str, part: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
     """Rename one part (``part`` = "encoder" / "decoder"); the account names its keys as a
@@ -180,11 +202,13 @@ def convert_csail_state_dicts(
     enc, dec = as_tensors(encoder), as_tensors(decoder)
     imagenet = not dec and "fc.weight" in enc
     prefix, kind = ("", "resnet") if imagenet else ("backbone.", "model")
-    ignored = _IMAGENET_IGNORED if imagenet else _IGNORED
-    state, renamed, dropped = _rename_part(enc, _ENCODER_RULES, ignored, prefix, "encoder")
+    ignored = _IMAGENET_IGNORED if imagenet else SYNC_BN_IGNORED
+    state, renamed, dropped = rename_csail_part(enc, ENCODER_RULES, ignored, prefix, "encoder")
     if dec:
         _, rules = _DECODERS[_decoder_family(dec)]
-        dec_state, dec_renamed, dec_dropped = _rename_part(dec, rules, _IGNORED, "", "decoder")
+        dec_state, dec_renamed, dec_dropped = rename_csail_part(
+            dec, rules, SYNC_BN_IGNORED, "", "decoder"
+        )
         state.update(dec_state)
         renamed.update(dec_renamed)
         dropped += dec_dropped

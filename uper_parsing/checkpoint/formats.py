@@ -9,7 +9,8 @@ unwrapped. A folder means the ``model.safetensors`` / ``pytorch_model.bin`` in i
 Formats (:data:`WEIGHTS_FORMATS`, ``MODEL.WEIGHTS_FORMAT``): ``ours`` (this project's names:
 our checkpoints, and files written by ``tools/convert_weights.py``, which carry a ``source``
 record), ``detectron2`` (and Caffe2 ImageNet ResNets), ``mmseg``, ``hf-upernet``, ``csail``,
-``timm``, ``torchvision``. Each foreign format has a detector on key names and a converter to a
+``csail-upp`` (CSAIL's unified perceptual parsing), ``timm``, ``torchvision``. Each foreign
+format has a detector on key names and a converter to a
 :class:`~uper_parsing.checkpoint.conversion.Conversion`. ``auto`` takes ``ours`` for a file with
 a ``source`` record, else the one format whose detector recognises the keys (where two do, the
 one whose converter accepts every key), else ``ours`` when the keys fit the model; none or
@@ -243,6 +244,12 @@ WEIGHTS_FORMATS: dict[str, WeightsFormat] = {
         f"{_CHECKPOINT}.csail",
         _lazy(f"{_CHECKPOINT}.csail", "is_csail_state_dict"),
         _convert_csail_file,
+    ),
+    "csail-upp": _format(
+        "csail-upp",
+        f"{_CHECKPOINT}.csail_upp",
+        "is_csail_upp_state_dict",
+        "convert_csail_upp_file",
     ),
     "timm": _format("timm", f"{_CHECKPOINT}.timm", "is_timm_state_dict", "convert_timm_state_dict"),
     "torchvision": _format(

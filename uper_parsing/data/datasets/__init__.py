@@ -1,5 +1,7 @@
 """Dataset loaders and registrations. Importing this package registers the builtin datasets."""
 
+import functools
+
 from .ade20k import register_all_ade20k
 from .broden import load_broden, register_all_broden, register_multitask
 from .cityscapes_panoptic import load_cityscapes_panoptic, register_all_cityscapes_panoptic
@@ -66,6 +68,23 @@ def _register_builtin() -> None:
         register_all_cityscapes_panoptic()
     if "synthetic_scenes_panoptic_train" not in DatasetCatalog:
         register_synthetic_panoptic("synthetic_scenes")
+    _register_class_lists()
+
+
+def _register_class_lists() -> None:
+    """Metadata-only names (class lists of published checkpoints, no images): what a config's
+    ``DATASETS.TRAIN`` names to build a model converted from such a checkpoint."""
+    from ..catalog import MetadataCatalog
+    from .broden_plus_categories import BRODEN_PLUS_METADATA_NAME, broden_plus_metadata
+
+    fields = broden_plus_metadata()
+    MetadataCatalog.get(BRODEN_PLUS_METADATA_NAME).set_lazy(
+        **{key: functools.partial(_field, broden_plus_metadata, key) for key in fields}
+    )
+
+
+def _field(make, key: str):
+    return make()[key]
 
 
 _register_builtin()

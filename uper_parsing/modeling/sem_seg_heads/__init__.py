@@ -3,7 +3,7 @@ from .build import SEM_SEG_HEADS_REGISTRY, build_aux_head, build_sem_seg_head
 from .fcn_head import FCNHead
 from .fpn_head import SemSegFPNHead
 from .losses import sem_seg_cross_entropy
-from .ppm import PPM
+from .ppm import PPM, PrRoIPool2d
 from .psp_head import PSPHead
 from .uper_head import UPerNetHead
 
@@ -17,5 +17,6 @@ __all__ = [
     "UPerNetHead",
     "FCNHead",
     "PPM",
+    "PrRoIPool2d",
     "sem_seg_cross_entropy",
 ]

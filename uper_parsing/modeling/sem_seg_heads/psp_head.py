@@ -38,13 +38,15 @@ class PSPHead(SemSegHead):
         loss_name: str = "loss_sem_seg",
         class_weights: Sequence[float] | None = None,
         loss_avg_non_ignore: bool = True,
+        ppm_pool: str = "avg",
     ) -> None:
         """
         Args:
             input_shape: the features the head may read; it reads the coarsest (the last of
                 the largest stride).
             convs_dim: channels of each pooling branch and of the bottleneck.
-            pool_scales: output sizes of the adaptive average pools.
+            pool_scales: output sizes of the pyramid pools.
+            ppm_pool: pooling of the pyramid bins, "avg" or "prroi" (see ``PPM``).
         """
         super().__init__(
             predictor_in_channels=convs_dim,
@@ -58,7 +60,7 @@ class PSPHead(SemSegHead):
         )
         self.in_feature = coarsest_feature(input_shape)
         in_channels = input_shape[self.in_feature].channels
-        self.ppm = PPM(in_channels, convs_dim, pool_scales=pool_scales, norm=norm)
+        self.ppm = PPM(in_channels, convs_dim, pool_scales=pool_scales, norm=norm, pool=ppm_pool)
         self.bottleneck = ConvNormAct(self.ppm.out_channels, convs_dim, 3, norm=norm)
 
     @classmethod
@@ -66,6 +68,7 @@ class PSPHead(SemSegHead):
         return {
             **head_config(cfg, input_shape),
             "pool_scales": cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES,
+            "ppm_pool": cfg.MODEL.SEM_SEG_HEAD.PPM_POOL,
         }
 
     def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:

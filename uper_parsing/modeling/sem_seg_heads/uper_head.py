@@ -41,6 +41,7 @@ class UPerNetHead(SemSegHead):
         class_weights: Sequence[float] | None = None,
         loss_avg_non_ignore: bool = True,
         ppm_conv_after_upsample: bool = False,
+        ppm_pool: str = "avg",
     ) -> None:
         """
         Args:
@@ -49,6 +50,7 @@ class UPerNetHead(SemSegHead):
             pool_scales: output sizes of the PPM's adaptive average pools.
             ppm_conv_after_upsample: run each PPM branch's conv after resizing its pooled map
                 (CSAIL's UPerNet) instead of before (mmseg, transformers, the paper's PSPNet).
+            ppm_pool: pooling of the PPM bins, "avg" or "prroi" (CSAIL's unified parsing).
         """
         super().__init__(
             predictor_in_channels=convs_dim,
@@ -69,6 +71,7 @@ class UPerNetHead(SemSegHead):
             pool_scales=pool_scales,
             norm=norm,
             conv_after_upsample=ppm_conv_after_upsample,
+            pool=ppm_pool,
         )
         self.bottleneck = ConvNormAct(self.ppm.out_channels, convs_dim, 3, norm=norm)
         self.lateral_convs = nn.ModuleList(
@@ -85,6 +88,7 @@ class UPerNetHead(SemSegHead):
             **head_config(cfg, input_shape),
             "pool_scales": cfg.MODEL.SEM_SEG_HEAD.POOL_SCALES,
             "ppm_conv_after_upsample": cfg.MODEL.SEM_SEG_HEAD.PPM_CONV_AFTER_UPSAMPLE,
+            "ppm_pool": cfg.MODEL.SEM_SEG_HEAD.PPM_POOL,
         }
 
     def forward_features(
