@@ -9,7 +9,9 @@ For each image it writes ``<stem>.png`` ([image | prediction] with class names a
 for a semantic model, ``<stem>_labels.png`` (the predicted train id of each pixel, uint8); for a
 panoptic model (its output has ``panoptic_seg``), ``<stem>_panoptic.png`` (segment ids as RGB,
 ``id = R + 256 G + 256^2 B``, 0 = void) and ``<stem>_segments.json`` (the segments, each with its
-``category_name``).
+``category_name``); for a unified perceptual parser (``object`` / ``part`` / ``material`` /
+``scene`` / ``texture`` outputs), the picture only ([image | object | part | material] and the
+predicted scene).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import cv2
 import numpy as np
 import torch
 
+from uper_parsing.checkpoint import read_checkpoint_metadata
 from uper_parsing.config import get_cfg
-from uper_parsing.data import MetadataCatalog, read_image
+from uper_parsing.data import Metadata, MetadataCatalog, read_image
 from uper_parsing.data.panoptic_utils import id2rgb
 from uper_parsing.engine import resolve_device
 from uper_parsing.engine.predictor import DefaultPredictor
 from uper_parsing.utils.logger import setup_logger
+from uper_parsing.utils.multitask_visualizer import visualize_multitask_prediction
 from uper_parsing.utils.panoptic_visualizer import segment_class_name, visualize_panoptic_prediction
 from uper_parsing.utils.visualizer import save_image, visualize_sem_seg_prediction
 
@@ -72,10 +76,13 @@ def write_outputs(
 
     Args:
         rgb: (H, W, 3) uint8 RGB image the outputs were predicted on.
-        outputs: the model's dict: ``panoptic_seg`` ``(seg_map (H, W) int, segments_info)`` or
-            ``sem_seg`` (K, H, W) scores.
+        outputs: the model's dict: ``panoptic_seg`` ``(seg_map (H, W) int, segments_info)``,
+            ``sem_seg`` (K, H, W) scores, or a multi-task parser's task outputs.
     """
     picture_path = os.path.join(folder, f"{stem}.png")
+    if "sem_seg" not in outputs and "panoptic_seg" not in outputs:  # a multi-task parser
+        save_image(visualize_multitask_prediction(rgb, outputs, metadata), picture_path)
+        return
     if "panoptic_seg" in outputs:
         seg_map, segments_info = outputs["panoptic_seg"]
         if isinstance(seg_map, torch.Tensor):
@@ -92,6 +99,15 @@ def write_outputs(
     cv2.imwrite(os.path.join(folder, f"{stem}_labels.png"), labels)
 
 
+def _class_metadata(cfg: Any) -> Any:
+    """Class names and colours to draw with: those stored in ``MODEL.WEIGHTS`` (a multi-task
+    checkpoint's own class lists), else ``DATASETS.TEST[0]``'s."""
+    stored = read_checkpoint_metadata(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
+    if stored:
+        return Metadata(f"{cfg.MODEL.WEIGHTS} (stored class lists)").set(**stored)
+    return MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True)
@@ -106,7 +122,7 @@ def main() -> None:
     cfg.merge_from_list(args.opts)
     resolve_device(cfg)
     cfg.freeze()
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+    metadata = _class_metadata(cfg)
     predictor = DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)
     for path in list_images(args.input):

@@ -1,5 +1,5 @@
 """demo.py writes a picture and a label map per input image, at the image's size (semantic), or
-a picture, an id PNG and a segments JSON (panoptic)."""
+a picture, an id PNG and a segments JSON (panoptic), or a picture (unified perceptual parser)."""
 
 import importlib.util
 import json
@@ -18,7 +18,7 @@ from uper_parsing.data.panoptic_utils import rgb2id
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_demo(tmp_path, config: str, sizes: dict) -> Path:
+def _run_demo(tmp_path, config: str, sizes: dict, opts: tuple[str, ...] = ()) -> Path:
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -26,7 +26,7 @@ def _run_demo(tmp_path, config: str, sizes: dict) -> Path:
         cv2.imwrite(str(images / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "demo.py"), "--config-file", config, "--input", str(images),
-           "--output", str(out), "MODEL.DEVICE", "cpu"]  # fmt: skip
+           "--output", str(out), "MODEL.DEVICE", "cpu", *opts]  # fmt: skip
     env = dict(os.environ, UPER_PARSING_DATASETS=str(tmp_path / "datasets"))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,6 +57,29 @@ def test_demo_runs_a_panoptic_model(tmp_path):
         assert s["category_name"]
     assert cv2.imread(str(out / "a.png")).shape[1] > 2 * 90
     assert not (out / "a_labels.png").exists()
+
+
+def test_demo_runs_a_unified_parser(tmp_path):
+    """Random weights saved from the shrunk quickstart parser; no dataset is generated."""
+    from uper_parsing.checkpoint import Checkpointer
+    from uper_parsing.config import get_cfg
+    from uper_parsing.modeling import build_model
+
+    config = "configs/quickstart/unified_parsing_R18_synthetic.yaml"
+    shrink = ("MODEL.SEM_SEG_HEAD.CONVS_DIM", "16", "MODEL.MULTITASK.TEXTURE_CONVS_DIM", "8",
+              "MODEL.MULTITASK.TEXTURE_NUM_CONVS", "1", "MODEL.DEVICE", "cpu")  # fmt: skip
+    cfg = get_cfg()
+    cfg.merge_from_file(str(ROOT / config))
+    cfg.merge_from_list(list(shrink))
+    torch.manual_seed(0)
+    Checkpointer(build_model(cfg), str(tmp_path)).save("random")
+    weights = ("MODEL.WEIGHTS", str(tmp_path / "random.pth"))
+    out = _run_demo(tmp_path, config, {"a": (70, 90)}, (*shrink, *weights))
+    picture = cv2.imread(str(out / "a.png"))
+    assert picture is not None and picture.shape[2] == 3
+    assert picture.shape[1] > 4 * 90  # [image | object | part | material], upscaled
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    assert not (tmp_path / "datasets").exists()
 
 
 def load_demo():

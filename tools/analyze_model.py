@@ -47,16 +47,21 @@ def parameter_report(model: nn.Module) -> list[str]:
     return lines
 
 
-class _ImageToScores(nn.Module):
-    """Traceable wrapper: an image tensor (3, H, W) in, the first output's ``sem_seg`` out."""
+class _ImageToOutputs(nn.Module):
+    """Traceable wrapper: an image tensor (3, H, W) in, the tensors of the model's output dict
+    for it out (``sem_seg``; a multi-task parser's ``object`` ... ``texture``), sorted by key."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         height, width = image.shape[-2:]
-        return self.model([{"image": image, "height": height, "width": width}])[0]["sem_seg"]
+        outputs = self.model([{"image": image, "height": height, "width": width}])[0]
+        tensors = tuple(v for _, v in sorted(outputs.items()) if isinstance(v, torch.Tensor))
+        if not tensors:
+            raise ValueError(f"the model's outputs {sorted(outputs)} hold no tensor to trace")
+        return tensors
 
 
 def flop_report(model: nn.Module, height: int, width: int) -> list[str]:
@@ -66,7 +71,7 @@ def flop_report(model: nn.Module, height: int, width: int) -> list[str]:
         from fvcore.nn import FlopCountAnalysis
 
     image = torch.zeros(3, height, width, device=next(model.parameters()).device)
-    analysis = FlopCountAnalysis(_ImageToScores(model).eval(), (image,))
+    analysis = FlopCountAnalysis(_ImageToOutputs(model).eval(), (image,))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     by_module = analysis.by_module()
     lines = [f"flops at {height}x{width}: {analysis.total() / 1e9:.2f} G"]

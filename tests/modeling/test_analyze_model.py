@@ -25,3 +25,19 @@ def test_analyze_model_prints_params_and_flops(capsys):
     assert lines[1].split()[:2] == ["backbone", "11,176,512"]
     assert [line.split()[0] for line in lines[2:4]] == ["sem_seg_head", "aux_head"]
     assert lines[4].startswith("flops at 64x96:") and float(lines[4].split()[-2]) > 0
+
+
+def test_analyze_model_counts_flops_of_a_unified_parser(capsys, monkeypatch, tmp_path):
+    """The parser returns no ``sem_seg``: every output tensor is traced (object ... texture)."""
+    monkeypatch.setenv("UPER_PARSING_DATASETS", str(tmp_path))  # metadata only, nothing written
+    tool = _load_tool()
+    config = TOOL.parents[1] / "configs" / "quickstart" / "unified_parsing_R18_synthetic.yaml"
+    overrides = ["MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16"]
+    overrides += ["MODEL.MULTITASK.TEXTURE_CONVS_DIM", "8"]
+    overrides += ["MODEL.MULTITASK.TEXTURE_NUM_CONVS", "1"]
+    tool.main(["--config-file", str(config), "--flops", "--input-size", "64", "96", *overrides])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["backbone", "trunk", "heads"]
+    flops = {line.split()[0]: float(line.split()[-2]) for line in lines[5:]}
+    assert lines[4].startswith("flops at 64x96:") and float(lines[4].split()[-2]) > 0
+    assert set(flops) == {"backbone", "trunk", "heads"} and flops["backbone"] > 0

@@ -112,3 +112,78 @@ def test_inference_settings_from_config():
     assert settings.mode == "slide" and settings.crop_size == (512, 512)
     assert settings.stride == (341, 341) and settings.tta and not settings.tta_flip
     assert settings.tta_scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def _map_and_vector(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A dense map (per-pixel) and image-level logits that depend on where the columns are."""
+    column = torch.linspace(0, 1, images.shape[-1])
+    vector = torch.stack([(images * column).mean((1, 2, 3)), images.mean((1, 2, 3))], dim=1)
+    return {"map": _per_pixel(images), "vector": vector}
+
+
+def test_slide_of_a_dict_stitches_maps_and_averages_vector_probabilities():
+    images = _images()
+    seen = []
+
+    def record(window):
+        seen.append(window)
+        return _map_and_vector(window)
+
+    result = slide_inference(record, images, crop_size=(32, 32), stride=(16, 16))
+    assert set(result) == {"map", "vector"} and result["vector"].shape == (2, 2)
+    torch.testing.assert_close(result["map"], _per_pixel(images))
+    probs = torch.stack([_map_and_vector(w)["vector"].softmax(1) for w in seen]).mean(0)
+    assert len(seen) == 4  # 2 x 2 windows
+    torch.testing.assert_close(result["vector"], probs.log())
+    torch.testing.assert_close(result["vector"].softmax(1), probs)
+
+
+def test_slide_with_one_window_equals_whole_for_every_output():
+    images = _images()
+    whole = whole_inference(_map_and_vector, images, size_divisibility=8)
+    slide = slide_inference(
+        _map_and_vector, images, crop_size=(48, 40), stride=(48, 40), size_divisibility=8
+    )
+    torch.testing.assert_close(slide["map"], whole["map"])
+    torch.testing.assert_close(slide["vector"], whole["vector"].log_softmax(1))
+
+
+@pytest.mark.parametrize("average_logits", [False, True])
+def test_tta_of_a_dict_never_flips_vectors_and_averages_their_probabilities(average_logits):
+    images = _images()
+    result = multi_scale_flip_inference(
+        lambda x: whole_inference(_map_and_vector, x),
+        images,
+        scales=(0.5, 1.0),
+        flip=True,
+        average_logits=average_logits,
+    )
+    assert result["map"].shape == (2, K, 45, 37) and result["vector"].shape == (2, 2)
+    maps, probs = [], []
+    for size in ((23, 19), (45, 37)):
+        scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        for flipped in (False, True):
+            out = _map_and_vector(scaled.flip(-1) if flipped else scaled)
+            up = F.interpolate(out["map"], size=(45, 37), mode="bilinear", align_corners=False)
+            up = up.flip(-1) if flipped else up
+            maps.append(up if average_logits else up.softmax(1))
+            probs.append(out["vector"].softmax(1))  # the vector of the flipped image, as it is
+    torch.testing.assert_close(result["map"], sum(maps) / 4)
+    torch.testing.assert_close(result["vector"].softmax(1), sum(probs) / 4)
+
+
+def test_tta_around_slide_averages_the_windows_probabilities_once():
+    """Slide returns log-probabilities, so TTA's softmax of them gives the windows' mean back."""
+    images = _images()
+    settings = InferenceSettings(
+        mode="slide", crop_size=(32, 32), stride=(16, 16), tta=True, tta_scales=(1.0,)
+    )
+    result = run_inference(_map_and_vector, images, settings, average_logits=True)
+    slide = slide_inference(_map_and_vector, images, crop_size=(32, 32), stride=(16, 16))
+    torch.testing.assert_close(result["map"], slide["map"])
+    torch.testing.assert_close(result["vector"], slide["vector"])
+
+
+def test_outputs_of_other_ranks_are_rejected():
+    with pytest.raises(ValueError, match=r"\(N, K\) logits"):
+        whole_inference(lambda x: {"bad": x.mean(1)}, _images())

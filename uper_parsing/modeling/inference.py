@@ -1,7 +1,17 @@
 """Whole-image, sliding-window and multi-scale + flip inference of any logits function.
 
-The functions take ``logits_fn(images: Tensor (N, 3, h, w)) -> Tensor (N, K, h', w')`` logits at
-any stride, so every meta-architecture can reuse them; they return scores at the input size.
+The functions take ``logits_fn(images: Tensor (N, 3, h, w))`` returning either one Tensor
+(N, K, h', w') of logits at any stride or a dict of such outputs, so every meta-architecture can
+reuse them. In a dict, a 4-D entry is a dense map (N, K, h', w'); a 2-D entry (N, K) holds
+image-level logits (a scene or texture class), which are never cropped, resized or flipped.
+
+How evaluations are combined (windows of ``slide``, scales and flips of TTA):
+
+- dense maps are stitched as logits (overlaps averaged), resized to the input size and, with TTA,
+  averaged as softmax probabilities (mmseg's), or as logits with ``average_logits``;
+- image-level logits are averaged as class scores (softmax probabilities) and returned as their
+  log, so they stay logits: their softmax is the averaged probabilities. A single evaluation
+  (whole image, no TTA) returns the logits as they are.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ __all__ = [
     "run_inference",
 ]
 
-LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+Outputs = torch.Tensor | dict[str, torch.Tensor]
+LogitsFn = Callable[[torch.Tensor], Outputs]
 
 _MODES = ("whole", "slide")
+_SINGLE = ""  # key of a logits function's single tensor inside the dict-based helpers
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,7 @@ class InferenceSettings:
     mode: str = "whole"  # "whole" or "slide"
     crop_size: tuple[int, int] = (512, 512)  # slide window (height, width)
     stride: tuple[int, int] = (341, 341)  # slide stride (height, width)
-    tta: bool = False  # average softmax probabilities over scales (and flips)
+    tta: bool = False  # average over scales (and flips)
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
     # False: no padding to a size divisibility, slide windows unpadded (mmseg's test); the caller
@@ -62,17 +74,43 @@ class InferenceSettings:
         )
 
 
+def _as_dict(outputs: Outputs) -> dict[str, torch.Tensor]:
+    return {_SINGLE: outputs} if isinstance(outputs, torch.Tensor) else dict(outputs)
+
+
+def _like(entries: dict[str, torch.Tensor], outputs: Outputs) -> Outputs:
+    """``entries`` in the form of ``outputs``: a Tensor for a Tensor, else the dict."""
+    return entries[_SINGLE] if isinstance(outputs, torch.Tensor) else entries
+
+
+def _is_map(x: torch.Tensor) -> bool:
+    """A dense map (N, K, h, w), as opposed to image-level logits (N, K)."""
+    if x.dim() not in (2, 4):
+        raise ValueError(f"outputs must be (N, K, h, w) maps or (N, K) logits, got {x.shape}")
+    return x.dim() == 4
+
+
+def _log_of_mean(total_probs: torch.Tensor, count: int) -> torch.Tensor:
+    """Averaged probabilities returned as logits (their log, kept finite)."""
+    return (total_probs / count).clamp_min(torch.finfo(total_probs.dtype).tiny).log()
+
+
 def whole_inference(
     logits_fn: LogitsFn, images: torch.Tensor, *, size_divisibility: int = 0
-) -> torch.Tensor:
+) -> Outputs:
     """Run on the whole batch, padded (zeros) to ``size_divisibility``.
 
-    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits.
+    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits, or a dict of such maps and
+    of (N, K) image-level logits.
     """
     height, width = images.shape[-2:]
     padded = pad_to_multiple(images, size_divisibility)
-    logits = resize_to(logits_fn(padded), padded.shape[-2:])
-    return logits[..., :height, :width]
+    outputs = logits_fn(padded)
+    entries = {
+        key: resize_to(x, padded.shape[-2:])[..., :height, :width] if _is_map(x) else x
+        for key, x in _as_dict(outputs).items()
+    }
+    return _like(entries, outputs)
 
 
 def _windows(size: int, crop: int, stride: int) -> list[tuple[int, int]]:
@@ -93,51 +131,76 @@ def slide_inference(
     stride: Sequence[int],
     size_divisibility: int = 0,
     pad_windows: bool = True,
-) -> torch.Tensor:
+) -> Outputs:
     """Sliding-window inference (mmseg ``slide_inference``): overlapping ``crop_size`` windows
     every ``stride`` pixels, the last one flush with the border; overlapping logits are averaged.
+    Image-level logits are averaged over the windows as softmax probabilities (returned as log).
 
     A window larger than the image (the image is smaller than ``crop_size``) is padded with zeros
     to ``crop_size`` when ``pad_windows``; mmseg runs it unpadded (``pad_windows=False``).
 
-    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits.
+    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits, or a dict of such maps and
+    of (N, K) image-level logits.
     """
     height, width = images.shape[-2:]
-    total, count = None, images.new_zeros((1, 1, height, width))
+    totals: dict[str, torch.Tensor] = {}
+    count, num_windows = images.new_zeros((1, 1, height, width)), 0
     for y1, y2 in _windows(height, crop_size[0], stride[0]):
         for x1, x2 in _windows(width, crop_size[1], stride[1]):
             window = images[..., y1:y2, x1:x2]
             window = pad_to_size(window, crop_size) if pad_windows else window
-            logits = whole_inference(logits_fn, window, size_divisibility=size_divisibility)
-            logits = logits[..., : y2 - y1, : x2 - x1]
-            if total is None:
-                total = logits.new_zeros((*logits.shape[:2], height, width))
-            total[..., y1:y2, x1:x2] += logits
+            outputs = whole_inference(logits_fn, window, size_divisibility=size_divisibility)
+            for key, x in _as_dict(outputs).items():
+                if _is_map(x):
+                    total = totals.setdefault(key, x.new_zeros((*x.shape[:2], height, width)))
+                    total[..., y1:y2, x1:x2] += x[..., : y2 - y1, : x2 - x1]
+                else:
+                    totals[key] = totals.get(key, 0) + x.softmax(dim=1)
             count[..., y1:y2, x1:x2] += 1
-    return total / count
+            num_windows += 1
+    entries = {
+        key: total / count if _is_map(total) else _log_of_mean(total, num_windows)
+        for key, total in totals.items()
+    }
+    return _like(entries, outputs)
 
 
 def multi_scale_flip_inference(
-    infer_fn: LogitsFn, images: torch.Tensor, *, scales: Sequence[float], flip: bool
-) -> torch.Tensor:
-    """Test-time augmentation: ``infer_fn`` (full-size logits, e.g. ``whole_inference``) on the
-    images rescaled by each factor (and flipped horizontally when ``flip``); logits are resized
-    back to the input size, softmaxed and the probabilities averaged.
+    infer_fn: LogitsFn,
+    images: torch.Tensor,
+    *,
+    scales: Sequence[float],
+    flip: bool,
+    average_logits: bool = False,
+) -> Outputs:
+    """Test-time augmentation: ``infer_fn`` (full-size outputs, e.g. ``whole_inference``) on the
+    images rescaled by each factor (and flipped horizontally when ``flip``). Dense maps are
+    flipped back, resized to the input size and averaged as softmax probabilities (as logits
+    with ``average_logits``); image-level logits are averaged as softmax probabilities and
+    returned as their log.
 
-    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) probabilities.
+    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) probabilities (logits with
+    ``average_logits``), or a dict of such maps and of (N, K) image-level logits.
     """
     height, width = images.shape[-2:]
     flips = (False, True) if flip else (False,)
-    total = None
+    totals: dict[str, torch.Tensor] = {}
     for scale in scales:
         size = [max(1, int(side * scale + 0.5)) for side in (height, width)]  # mmcv rounding
         scaled = resize_to(images, size)
         for flipped in flips:
-            logits = infer_fn(scaled.flip(-1) if flipped else scaled)
-            logits = logits.flip(-1) if flipped else logits
-            probs = resize_to(logits, (height, width)).softmax(dim=1)
-            total = probs if total is None else total + probs
-    return total / (len(scales) * len(flips))
+            outputs = infer_fn(scaled.flip(-1) if flipped else scaled)
+            for key, x in _as_dict(outputs).items():
+                if _is_map(x):
+                    x = resize_to(x.flip(-1) if flipped else x, (height, width))
+                scores = x if _is_map(x) and average_logits else x.softmax(dim=1)
+                totals[key] = totals[key] + scores if key in totals else scores
+    num = len(scales) * len(flips)
+    entries = {
+        key: total / num if _is_map(total) else _log_of_mean(total, num)
+        for key, total in totals.items()
+    }
+    return _like(entries, outputs)
 
 
 def run_inference(
@@ -146,11 +209,14 @@ def run_inference(
     settings: InferenceSettings,
     *,
     size_divisibility: int = 0,
-) -> torch.Tensor:
+    average_logits: bool = False,
+) -> Outputs:
     """Scores at the input size as ``settings`` asks: whole or slide, optionally inside TTA;
     without ``settings.pad_to_divisibility`` nothing is padded (``size_divisibility`` unused).
 
-    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits, or probabilities with TTA.
+    images: Tensor (N, 3, H, W). Returns: Tensor (N, K, H, W) logits, or probabilities with TTA
+    (logits with ``average_logits``); for a dict-valued ``logits_fn``, a dict of such maps and of
+    (N, K) image-level logits (see the module docstring).
     """
     if not settings.pad_to_divisibility:
         size_divisibility = 0
@@ -170,5 +236,9 @@ def run_inference(
     if not settings.tta:
         return infer_fn(images)
     return multi_scale_flip_inference(
-        infer_fn, images, scales=settings.tta_scales, flip=settings.tta_flip
+        infer_fn,
+        images,
+        scales=settings.tta_scales,
+        flip=settings.tta_flip,
+        average_logits=average_logits,
     )

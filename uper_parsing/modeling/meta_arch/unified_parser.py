@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checkpoint.metadata import read_checkpoint_metadata
 from ...config import configurable
-from ...data.catalog import MetadataCatalog
-from ...layers import resize_to
+from ...data.catalog import Metadata, MetadataCatalog
 from ..backbone import Backbone, ResNet, build_backbone
+from ..inference import InferenceSettings, run_inference
 from ..multitask import ConvClassifierHead, PartHead, SceneHead, grouped_part_cross_entropy
+from ..multitask.losses import PART_LOSS_NORMS
 from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import UPerNetHead
 from ..sem_seg_heads.base import select_features
@@ -25,16 +27,20 @@ __all__ = ["UnifiedPerceptualParser", "TASKS", "PAPER_LOSS_WEIGHTS"]
 TASKS = ("object", "part", "material", "scene", "texture")
 PAPER_LOSS_WEIGHTS = {"object": 1.0, "part": 0.5, "material": 1.0, "scene": 0.25, "texture": 1.0}
 _TEXTURE_TRAINING = ("joint", "second_phase")
-_MAP_TASKS = ("object", "part", "material")  # dense outputs (K, H, W); the others are (K,)
+_OBJECT_PART_HEADS = ("conv", "linear")
 
 
 @META_ARCH_REGISTRY.register()
 class UnifiedPerceptualParser(nn.Module):
-    """Backbone + UPerNet trunk (PPM on the last level, FPN, fusion at 1/4) + task heads:
+    """Backbone + UPerNet trunk (PPM on the last level, FPN, fusion at 1/4) + task heads, laid
+    out as CSAIL's unifiedparsing (``models/models.py``):
 
-    - object: UPerNet's own classifier on the fused map (dropout + 1x1);
-    - part: 1x1 classifier on the fused map, one channel per part, softmax within each object's
-      parts (``object_parts``); loss only on ground-truth pixels of the owning object;
+    - object: 3x3 ConvNormAct + 1x1 on the fused map (``object_part_head="linear"``: the
+      trunk's dropout + 1x1 instead);
+    - part: 3x3 ConvNormAct + 1x1 on the fused map (``"linear"``: a bare 1x1), one channel per
+      part, softmax within each object's parts (``object_parts``, the object's "-" part first);
+      loss only on ground-truth pixels of the owning object in images where the object has a
+      real part labelled (``grouped_part_cross_entropy``);
     - material: 3x3 ConvNormAct + 1x1 on the finest FPN level;
     - scene: 3x3 ConvNormAct + global average pool + linear on the PPM output;
     - texture: ``texture_num_convs`` x 3x3 ConvNormAct + 1x1 on the *detached* ``res2``; the
@@ -52,9 +58,11 @@ class UnifiedPerceptualParser(nn.Module):
 
     Inference output, one dict per image at (height, width), one key per built task: ``object``
     (K_obj, H, W) logits, ``part`` (P, H, W) per-object softmax probabilities, ``material``
-    (K_mat, H, W) logits, ``scene`` (K_scene,) logits, ``texture`` (K_tex,) logits. Inference is
-    whole-image; every built head is run whatever the input's ``tasks`` (a texture crop gets
-    the other outputs too).
+    (K_mat, H, W) logits, ``scene`` (K_scene,) logits, ``texture`` (K_tex,) logits. Inference runs
+    ``TEST.MODE`` / ``TEST.AUG`` (``modeling.inference``): dense logits are stitched and averaged
+    as logits (the part softmax comes after), scene / texture averaged as class probabilities and
+    returned as their log. Every built head is run whatever the input's ``tasks`` (a texture crop
+    gets the other outputs too).
 
     With ``texture_training="second_phase"`` every parameter outside the texture head is frozen
     (``requires_grad`` False, its BatchNorms kept in eval mode), and training batches must be
@@ -80,16 +88,22 @@ class UnifiedPerceptualParser(nn.Module):
         in_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
         convs_dim: int = 512,
         pool_scales: Sequence[int] = (1, 2, 3, 6),
+        ppm_pool: str = "avg",
+        ppm_conv_after_upsample: bool = False,
         norm: str = "BN",
         dropout: float = 0.1,
         texture_in_feature: str = "res2",
         texture_convs_dim: int = 128,
         texture_num_convs: int = 4,
         texture_training: str = "joint",
+        object_part_head: str = "conv",
+        part_loss_norm: str = "object",
+        loss_downsample: int = 1,
         ignore_value: int = 255,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         size_divisibility: int = 32,
+        inference: InferenceSettings | None = None,
     ) -> None:
         """
         Args:
@@ -101,22 +115,47 @@ class UnifiedPerceptualParser(nn.Module):
             tasks: heads to build, a subset of ``TASKS``.
             loss_weights: {task: weight}; missing tasks take ``PAPER_LOSS_WEIGHTS``.
             in_features, convs_dim, pool_scales, norm, dropout: the UPerNet trunk.
+            ppm_pool, ppm_conv_after_upsample: its PPM (see ``UPerNetHead``; CSAIL's checkpoint:
+                "prroi", True).
             texture_in_feature: the (detached) feature of the texture head.
             texture_convs_dim, texture_num_convs: the texture head's 3x3 convs.
             texture_training: "joint" or "second_phase" (all but the texture head frozen).
+            object_part_head: "conv" (CSAIL: a 3x3 ConvNormAct before the object and part
+                classifiers) or "linear" (dropout + 1x1 object classifier, bare 1x1 parts).
+            part_loss_norm: "object" (CSAIL: a mean per object, summed) or "pixel" (one mean
+                over all part pixels); see ``grouped_part_cross_entropy``.
+            loss_downsample: 1: dense logits are resized to the label size for the losses; r > 1
+                (CSAIL: 4): the padded label maps are subsampled nearest-neighbour by r (pixel
+                (r*i + r//2, r*j + r//2), PIL's nearest) and the logits are used at their stride,
+                which must then be r.
             ignore_value: label of unlabelled pixels in the object / part / material maps.
             pixel_mean, pixel_std: per-channel statistics on the 0-255 scale.
             size_divisibility: batches are padded to multiples of the larger of this and the
                 backbone's ``size_divisibility``.
+            inference: whole / slide / TTA settings (default: whole image, no TTA).
         """
         super().__init__()
         _check_args(tasks, loss_weights, texture_training, len(pixel_mean), len(pixel_std))
+        if object_part_head not in _OBJECT_PART_HEADS:
+            raise ValueError(
+                f"object_part_head must be one of {_OBJECT_PART_HEADS}, got '{object_part_head}'"
+            )
+        if part_loss_norm not in PART_LOSS_NORMS:
+            raise ValueError(
+                f"part_loss_norm must be one of {PART_LOSS_NORMS}, got '{part_loss_norm}'"
+            )
+        if loss_downsample < 1:
+            raise ValueError(f"loss_downsample must be >= 1, got {loss_downsample}")
         self.backbone = backbone
+        self.object_part_head = object_part_head
+        self.part_loss_norm = part_loss_norm
+        self.loss_downsample = int(loss_downsample)
         self.tasks = tuple(t for t in TASKS if t in tasks)
         self.loss_weights = {**PAPER_LOSS_WEIGHTS, **(loss_weights or {})}
         self.ignore_value = ignore_value
         self.texture_in_feature = texture_in_feature
         self._size_divisibility = size_divisibility
+        self.inference = inference if inference is not None else InferenceSettings()
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False
         )
@@ -135,16 +174,29 @@ class UnifiedPerceptualParser(nn.Module):
         if set(self.tasks) - {"texture"}:
             self.trunk = UPerNetHead(
                 select_features(shapes, in_features),
-                num_classes=num_objects,
+                num_classes=num_objects if object_part_head == "linear" else 0,
                 ignore_value=ignore_value,
                 convs_dim=convs_dim,
                 pool_scales=pool_scales,
+                ppm_pool=ppm_pool,
+                ppm_conv_after_upsample=ppm_conv_after_upsample,
                 norm=norm,
                 dropout=dropout,
             )
         heads = {}
+        head_convs = 1 if object_part_head == "conv" else 0
+        if "object" in self.tasks and head_convs:
+            heads["object"] = ConvClassifierHead(
+                convs_dim, num_classes=num_objects, channels=convs_dim, num_convs=1, norm=norm
+            )
         if "part" in self.tasks:
-            heads["part"] = PartHead(convs_dim, object_parts=object_parts)
+            heads["part"] = PartHead(
+                convs_dim,
+                object_parts=object_parts,
+                channels=convs_dim,
+                num_convs=head_convs,
+                norm=norm,
+            )
         if "material" in self.tasks:
             heads["material"] = ConvClassifierHead(
                 convs_dim, num_classes=num_materials, channels=convs_dim, num_convs=1, norm=norm
@@ -168,9 +220,11 @@ class UnifiedPerceptualParser(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        """Class counts and ``object_parts`` come from the metadata of ``DATASETS.TRAIN[0]``;
-        metadata of tasks that are not in ``MODEL.MULTITASK.TASKS`` is not read."""
-        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+        """Class counts and ``object_parts`` come from the metadata of ``DATASETS.TRAIN[0]``, or,
+        when that has no ``object_classes`` (the training set is not registered here), from the
+        class lists stored in ``MODEL.WEIGHTS`` (``read_checkpoint_metadata``); metadata of tasks
+        that are not in ``MODEL.MULTITASK.TASKS`` is not read."""
+        meta = _class_metadata(cfg)
         multitask, head = cfg.MODEL.MULTITASK, cfg.MODEL.SEM_SEG_HEAD
         tasks = list(multitask.TASKS)
         args = {"num_objects": len(meta.object_classes)}
@@ -193,14 +247,20 @@ class UnifiedPerceptualParser(nn.Module):
             "in_features": head.IN_FEATURES,
             "convs_dim": head.CONVS_DIM,
             "pool_scales": head.POOL_SCALES,
+            "ppm_pool": head.PPM_POOL,
+            "ppm_conv_after_upsample": head.PPM_CONV_AFTER_UPSAMPLE,
             "norm": head.NORM,
             "dropout": head.DROPOUT,
             "texture_convs_dim": multitask.TEXTURE_CONVS_DIM,
             "texture_num_convs": multitask.TEXTURE_NUM_CONVS,
             "texture_training": multitask.TEXTURE_TRAINING,
+            "object_part_head": multitask.OBJECT_PART_HEAD,
+            "part_loss_norm": multitask.PART_LOSS_NORM,
+            "loss_downsample": multitask.LOSS_DOWNSAMPLE,
             "ignore_value": meta.ignore_label,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "inference": InferenceSettings.from_config(cfg),
         }
 
     @property
@@ -294,14 +354,21 @@ class UnifiedPerceptualParser(nn.Module):
             for key in {"object", "part", "material"}
             if key in tasks or (key == "object" and "part" in tasks)
         }
+        if self.loss_downsample > 1:
+            r = self.loss_downsample
+            maps = {key: m[:, r // 2 :: r, r // 2 :: r] for key, m in maps.items()}
         losses = {}
         if "object" in tasks:
-            logits = self.trunk.predict(trunk["fused"])
+            logits = self._object_logits(trunk["fused"])
             losses["loss_object"] = self._map_loss(logits, maps["object"])
         if "part" in tasks:
             part = self.heads["part"]
             losses["loss_part"] = grouped_part_cross_entropy(
-                part(trunk["fused"]), maps["object"], maps["part"], part.object_parts
+                self._at_loss_size(part(trunk["fused"]), maps["part"]),
+                maps["object"],
+                maps["part"],
+                part.object_parts,
+                normalize=self.part_loss_norm,
             )
         if "material" in tasks:
             logits = self.heads["material"](trunk["fpn"][0])
@@ -314,7 +381,24 @@ class UnifiedPerceptualParser(nn.Module):
             losses["loss_texture"] = F.cross_entropy(self._texture_logits(features), labels)
         return {key: loss * self.loss_weights[key[len("loss_") :]] for key, loss in losses.items()}
 
+    def _object_logits(self, fused: torch.Tensor) -> torch.Tensor:
+        if "object" in self.heads:
+            return self.heads["object"](fused)
+        return self.trunk.predict(fused)
+
+    def _at_loss_size(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The logits, checked to match subsampled targets (``loss_downsample`` > 1); with 1 the
+        loss functions resize them to the targets."""
+        if self.loss_downsample > 1 and logits.shape[-2:] != targets.shape[-2:]:
+            raise ValueError(
+                f"loss_downsample {self.loss_downsample}: labels subsample to "
+                f"{tuple(targets.shape[-2:])} but the logits are {tuple(logits.shape[-2:])} "
+                f"(their stride must be {self.loss_downsample})"
+            )
+        return logits
+
     def _map_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self._at_loss_size(logits, targets)
         return sem_seg_cross_entropy(logits, targets, ignore_value=self.ignore_value)
 
     def _labels(self, batched_inputs: list[dict], key: str) -> torch.Tensor:
@@ -324,37 +408,77 @@ class UnifiedPerceptualParser(nn.Module):
             raise ValueError(f"training inputs {missing} have no '{key}'")
         return torch.tensor([int(x[key]) for x in batched_inputs], device=self.device)
 
-    def _inference(
-        self, batched_inputs: list[dict], images: torch.Tensor, sizes: list[tuple[int, int]]
-    ) -> list[dict]:
+    def task_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images: Tensor (N, 3, H, W) normalised. Returns: {task: logits} of every built task:
+        ``object`` / ``part`` / ``material`` Tensor (N, K, H/4, W/4), ``scene`` / ``texture``
+        Tensor (N, K)."""
         features = self.backbone(images)
         outputs = {}
         if self.trunk is not None:
             trunk = self.trunk.forward_features(features)
         if "object" in self.tasks:
-            outputs["object"] = self.trunk.predict(trunk["fused"])
+            outputs["object"] = self._object_logits(trunk["fused"])
         if "part" in self.tasks:
-            part = self.heads["part"]
-            outputs["part"] = part.probabilities(part(trunk["fused"]))
+            outputs["part"] = self.heads["part"](trunk["fused"])
         if "material" in self.tasks:
             outputs["material"] = self.heads["material"](trunk["fpn"][0])
         if "scene" in self.tasks:
             outputs["scene"] = self.heads["scene"](trunk["ppm"])
         if "texture" in self.tasks:
             outputs["texture"] = self._texture_logits(features)
-        padded = images.shape[-2:]
-        dense = {task: resize_to(outputs[task], padded) for task in _MAP_TASKS if task in outputs}
+        return outputs
+
+    def _inference(
+        self, batched_inputs: list[dict], images: torch.Tensor, sizes: list[tuple[int, int]]
+    ) -> list[dict]:
+        """Outputs of the padded batch, or, without ``TEST.PAD_TO_DIVISIBILITY``, of each image
+        alone at its own size (mmseg's test), cropped to each image and resized."""
+        if self.inference.pad_to_divisibility:
+            batches = [(batched_inputs, images, sizes)]
+        else:
+            batches = [
+                ([x], images[i : i + 1, :, :h, :w], [(h, w)])
+                for i, (x, (h, w)) in enumerate(zip(batched_inputs, sizes))
+            ]
         results = []
-        for i, (x, size) in enumerate(zip(batched_inputs, sizes)):
-            height, width = x.get("height", size[0]), x.get("width", size[1])
-            result = {
-                task: sem_seg_postprocess(s[i], size, height, width) for task, s in dense.items()
-            }
-            result.update(
-                {task: outputs[task][i] for task in ("scene", "texture") if task in outputs}
+        for inputs, batch, batch_sizes in batches:
+            outputs = run_inference(
+                self.task_logits,
+                batch,
+                self.inference,
+                size_divisibility=self.size_divisibility,
+                average_logits=True,
             )
-            results.append(result)
+            if "part" in outputs:
+                outputs["part"] = self.heads["part"].probabilities(outputs["part"])
+            for i, (x, size) in enumerate(zip(inputs, batch_sizes)):
+                height, width = x.get("height", size[0]), x.get("width", size[1])
+                results.append(
+                    {
+                        task: sem_seg_postprocess(out[i], size, height, width)
+                        if out.dim() == 4
+                        else out[i]
+                        for task, out in outputs.items()
+                    }
+                )
         return results
+
+
+def _class_metadata(cfg) -> Metadata:
+    """The metadata the parser's heads are sized from (see ``from_config``)."""
+    name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else ""
+    meta = MetadataCatalog.get(name) if name else None
+    if meta is not None and meta.get("object_classes") is not None:
+        return meta
+    stored = read_checkpoint_metadata(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
+    if stored is None or "object_classes" not in stored:
+        raise ValueError(
+            f"UnifiedPerceptualParser sizes its heads from class lists: DATASETS.TRAIN[0] "
+            f"('{name}') has no object_classes and MODEL.WEIGHTS ('{cfg.MODEL.WEIGHTS}') stores "
+            "none; register the training set, or pass MODEL.WEIGHTS a checkpoint written by this "
+            "project's trainer or tools/convert_weights.py"
+        )
+    return Metadata(f"{cfg.MODEL.WEIGHTS} (stored class lists)").set(**stored)
 
 
 def _check_args(
