@@ -8,7 +8,9 @@
     torchrun --nproc_per_node 8 train_net.py --config-file ...  # also works
 
 Writes to OUTPUT_DIR: config.yaml, log.txt, metrics.json, TensorBoard events, checkpoints,
-results.json ({task: {metric: value}}) and pictures of predictions on val images in vis/.
+results.json ({task: {metric: value}}) and pictures of predictions on val images in vis/. With
+MODEL.MULTITASK.TEXTURE_PHASE_ITERS > 0 the first phase of the texture schedule writes its own
+files to OUTPUT_DIR/first_phase, and OUTPUT_DIR holds those of the complete model.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from uper_parsing.engine import (
     default_argument_parser,
     default_setup,
     launch,
+    train_model,
     write_results,
 )
 from uper_parsing.engine.predictor import write_prediction_pictures
@@ -56,10 +59,7 @@ def main(args) -> dict:
         if comm.is_main_process():
             write_results(results, os.path.join(cfg.OUTPUT_DIR, "results.json"))
     else:
-        trainer = DefaultTrainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        results = trainer.train()
-        model = trainer.model
+        results, model = train_model(cfg, resume=args.resume)
     if comm.is_main_process() and cfg.TEST.VIS_NUM_IMAGES > 0:
         for dataset_name in cfg.DATASETS.TEST:
             paths = write_prediction_pictures(

@@ -236,3 +236,40 @@ def test_event_storage_required():
         get_event_storage()
     with EventStorage(5) as storage:
         assert get_event_storage() is storage
+
+
+def test_replacing_the_data_loader_takes_effect_at_the_next_step():
+    seen = []
+
+    class Recording(FakeSegModel):
+        def forward(self, batch):
+            seen.append(batch[0]["tag"])
+            return {"loss": self.head.weight.sum()}
+
+    model = Recording()
+    trainer = SimpleTrainer(
+        model, iter([[{"tag": "a"}]] * 5), torch.optim.SGD(model.parameters(), 0.1)
+    )
+    with EventStorage(0) as trainer.storage:
+        trainer.run_step()
+        trainer.data_loader = [[{"tag": "b"}]] * 5
+        trainer.run_step()
+    assert seen == ["a", "b"]
+
+
+def test_benchmark_fixed_batch_picks_the_batch_labelling_most_tasks():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("benchmark_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    batches = [
+        [{"tasks": ["texture"]}],
+        [{"tasks": ["object", "part", "scene"]}],
+        [{"tasks": ["material"]}],
+    ]
+    assert tool._richest_batch(iter(batches)) is batches[1]
+    plain = [[{"image": 0}], [{"image": 1}]]
+    assert tool._richest_batch(iter(plain)) is plain[0]

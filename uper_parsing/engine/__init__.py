@@ -10,6 +10,7 @@ from .defaults import (
 )
 from .hooks import HookBase
 from .launch import launch
+from .phases import train_model
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "hooks",
     "launch",
     "resolve_device",
+    "train_model",
     "write_results",
 ]

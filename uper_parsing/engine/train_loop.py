@@ -166,10 +166,20 @@ class SimpleTrainer(TrainerBase):
         super().__init__()
         model.train()
         self.model = model
-        self.data_loader = data_loader
+        self._data_loader = data_loader
         self._data_loader_iter_obj: Iterator[Any] | None = None
         self.optimizer = optimizer
         self.grad_clip = grad_clip
+
+    @property
+    def data_loader(self) -> Iterable[Any]:
+        return self._data_loader
+
+    @data_loader.setter
+    def data_loader(self, data_loader: Iterable[Any]) -> None:
+        """Train on another iterable of batches from the next step on."""
+        self._data_loader = data_loader
+        self._data_loader_iter_obj = None
 
     @property
     def _data_loader_iter(self) -> Iterator[Any]:
