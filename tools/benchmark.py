@@ -3,6 +3,7 @@
 
     python tools/benchmark.py --config-file configs/ade20k/upernet_R50_bs16_160k.yaml \
         --task train --iters 100 --warmup 20 SOLVER.AMP.ENABLED True SOLVER.AMP.DTYPE bfloat16
+    python tools/benchmark.py --config-file ... --task train --fixed-batch   # model step only
     python tools/benchmark.py --config-file ... --task inference --iters 200
 
 Training runs the real trainer (data loader, AMP, clipping, optimizer, LR schedule) step by step
@@ -13,6 +14,7 @@ and times each step with the device synchronised. Prints a summary and writes it
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -40,8 +42,23 @@ def _first_last(values: list[float], fraction: float = 0.1) -> tuple[float, floa
     return statistics.fmean(values[:n]), statistics.fmean(values[-n:])
 
 
-def benchmark_train(cfg: Any, iters: int, warmup: int) -> dict[str, Any]:
+def _richest_batch(loader: Any, draws: int = 20) -> list[dict]:
+    """Of the first ``draws`` batches, the first one labelling the most tasks (multi-task
+    sources label different tasks; single-task batches: the first)."""
+    best, best_tasks = None, -1
+    for _, batch in zip(range(draws), loader):
+        tasks = len(batch[0].get("tasks", ()))
+        if tasks > best_tasks:
+            best, best_tasks = batch, tasks
+        if "tasks" not in batch[0]:
+            break
+    return best
+
+
+def benchmark_train(cfg: Any, iters: int, warmup: int, fixed_batch: bool = False) -> dict[str, Any]:
     trainer = DefaultTrainer(cfg)
+    if fixed_batch:
+        trainer.data_loader = itertools.repeat(_richest_batch(trainer.data_loader))
     device = cfg.MODEL.DEVICE
     step_times: list[float] = []
     losses: dict[str, list[float]] = {}
@@ -64,6 +81,7 @@ def benchmark_train(cfg: Any, iters: int, warmup: int) -> dict[str, Any]:
     median = statistics.median(step_times)
     result = {
         "task": "train",
+        "fixed_batch": fixed_batch,
         "images_per_batch": cfg.SOLVER.IMS_PER_BATCH,
         "median_step_s": median,
         "mean_step_s": statistics.fmean(step_times),
@@ -100,6 +118,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=100, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
     parser.add_argument("--output", default="", help="JSON file for the summary")
+    parser.add_argument(
+        "--fixed-batch",
+        action="store_true",
+        help="train: repeat one batch (of a multi-task loader, one labelling the most tasks), "
+        "timing the model step without the data loader and without batch-to-batch variation",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
 
@@ -113,8 +137,10 @@ def main() -> None:
     if cfg.MODEL.DEVICE.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
-    run = benchmark_train if args.task == "train" else benchmark_inference
-    result = run(cfg, args.iters, args.warmup)
+    if args.task == "train":
+        result = benchmark_train(cfg, args.iters, args.warmup, args.fixed_batch)
+    else:
+        result = benchmark_inference(cfg, args.iters, args.warmup)
     result["config_file"] = args.config_file
     result["overrides"] = args.opts
     result["device"] = (

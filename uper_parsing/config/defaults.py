@@ -31,7 +31,8 @@ _C.MODEL.WEIGHTS = ""
 _C.MODEL.WEIGHTS_PARTIAL = False
 # Whose names MODEL.WEIGHTS uses: "auto" (files of tools/convert_weights.py are "ours", others are
 # recognised by their keys; an error names the file when none or several formats fit), or "ours",
-# "detectron2", "mmseg", "hf-upernet", "csail", "timm", "torchvision". Resuming reads our own files
+# "detectron2", "mmseg", "hf-upernet", "csail", "csail-upp", "timm", "torchvision". Resuming
+# reads our own files, whatever the setting
 _C.MODEL.WEIGHTS_FORMAT = "auto"
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # per-channel mean (INPUT.FORMAT order, 0-255)
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]  # per-channel std (INPUT.FORMAT order, 0-255)
@@ -115,6 +116,7 @@ _C.MODEL.SEM_SEG_HEAD.POOL_SCALES = [1, 2, 3, 6]  # pyramid pooling bins (UPerNe
 # UPerNet's pyramid pooling: each branch's 1x1 conv after resizing its pooled map back (CSAIL's
 # UPerNet decoder, for its checkpoints) instead of before (mmseg, transformers)
 _C.MODEL.SEM_SEG_HEAD.PPM_CONV_AFTER_UPSAMPLE = False
+_C.MODEL.SEM_SEG_HEAD.PPM_POOL = "avg"  # PPM bin pooling: "avg" (adaptive) or "prroi" (CSAIL UPP)
 _C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1  # dropout before the classifier (mmseg's dropout_ratio)
 _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of the head's cross-entropy
 _C.MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS = []  # per-class cross-entropy weights ([] = uniform)
@@ -142,9 +144,23 @@ _C.MODEL.MULTITASK.MATERIAL_LOSS_WEIGHT = 1.0  # weight of the material cross-en
 _C.MODEL.MULTITASK.TEXTURE_LOSS_WEIGHT = 1.0  # weight of the texture cross-entropy (paper: 1)
 _C.MODEL.MULTITASK.TEXTURE_CONVS_DIM = 128  # channels of the texture head's convs
 _C.MODEL.MULTITASK.TEXTURE_NUM_CONVS = 4  # 3x3 convs of the texture head (on detached res2)
+# Object and part heads: "conv" (CSAIL: 3x3 conv + norm + ReLU, then 1x1) or "linear" (the UPerNet
+# trunk's dropout + 1x1 object classifier and a bare 1x1 part classifier)
+_C.MODEL.MULTITASK.OBJECT_PART_HEAD = "conv"
+# Part loss: "object" (CSAIL: per object, mean over its pixels, summed over objects) or "pixel"
+# (one mean over all part pixels, weighting frequent objects more)
+_C.MODEL.MULTITASK.PART_LOSS_NORM = "object"
+# 1: dense logits resized to the labels for the losses; 4: labels nearest-subsampled to the
+# logits' 1/4 (CSAIL's segm_downsampling_rate)
+_C.MODEL.MULTITASK.LOSS_DOWNSAMPLE = 1
 # "joint": texture head trained with the rest (its input detached); "second_phase": everything
 # but the texture head frozen, only texture batches drawn
 _C.MODEL.MULTITASK.TEXTURE_TRAINING = "joint"
+# > 0: the paper's texture schedule (engine.phases): every other task for SOLVER.MAX_ITER
+# without texture crops (OUTPUT_DIR/first_phase), then the texture head alone, the rest frozen,
+# for this many iterations (OUTPUT_DIR); 0: one run as TEXTURE_TRAINING says
+_C.MODEL.MULTITASK.TEXTURE_PHASE_ITERS = 0
+_C.MODEL.MULTITASK.TEXTURE_PHASE_BASE_LR = 0.01  # SOLVER.BASE_LR of the texture phase
 
 # ---------------------------------------------------------------------------- #
 # Instance branch of Panoptic FPN (torchvision's RPN / RoIHeads); defaults are detectron2's
