@@ -53,12 +53,14 @@ def _safetensors_metadata(path: str) -> dict[str, Any] | None:
 
 def read_checkpoint_metadata(path: str) -> dict[str, Any] | None:
     """The metadata stored in the checkpoint at ``path`` (a path or URL, as ``MODEL.WEIGHTS``),
-    or None when it stores none.
+    or None when it stores none (always for ``.pkl`` files: detectron2's).
 
     Raises:
         ValueError naming the file when its metadata entry is not a dict.
     """
     local = resolve_weights_path(path, setting="MODEL.WEIGHTS")
+    if local.endswith(".pkl"):  # detectron2 / Caffe2 pickles: never written with class lists
+        return None
     if local.endswith(".safetensors"):
         metadata = _safetensors_metadata(local)
     else:

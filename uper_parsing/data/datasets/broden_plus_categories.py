@@ -232,11 +232,11 @@ def broden_plus_metadata() -> dict[str, Any]:
         object_parts[object_label - 1] = list(range(start, len(part_classes)))
     return {
         "object_classes": objects,
-        "object_colors": distinct_colors(len(objects)),
+        "object_colors": [list(c) for c in distinct_colors(len(objects))],
         "part_classes": part_classes,
         "object_parts": object_parts,
         "material_classes": list(BRODEN_PLUS_MATERIALS[1:]),
-        "material_colors": distinct_colors(len(BRODEN_PLUS_MATERIALS) - 1),
+        "material_colors": [list(c) for c in distinct_colors(len(BRODEN_PLUS_MATERIALS) - 1)],
         "scene_classes": list(BRODEN_PLUS_SCENES),
         "texture_classes": [],
         "ignore_label": BRODEN_PLUS_IGNORE_LABEL,
