@@ -64,8 +64,10 @@ class _ImageToOutputs(nn.Module):
         return tensors
 
 
-def flop_report(model: nn.Module, height: int, width: int) -> list[str]:
-    """Lines: total GFLOPs (fvcore counts one fused multiply-add as one flop) and per module."""
+def count_flops(model: nn.Module, height: int, width: int) -> tuple[int, dict[str, int]]:
+    """fvcore's count (one fused multiply-add = one flop) of the model's inference on one
+    (height, width) image: the total and the count of every submodule by name (``model.`` +
+    the model's own names). The model is left in eval mode."""
     with warnings.catch_warnings():  # fvcore.nn scripts a function on import (deprecated API)
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -73,8 +75,13 @@ def flop_report(model: nn.Module, height: int, width: int) -> list[str]:
     image = torch.zeros(3, height, width, device=next(model.parameters()).device)
     analysis = FlopCountAnalysis(_ImageToOutputs(model).eval(), (image,))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    by_module = analysis.by_module()
-    lines = [f"flops at {height}x{width}: {analysis.total() / 1e9:.2f} G"]
+    return analysis.total(), analysis.by_module()
+
+
+def flop_report(model: nn.Module, height: int, width: int) -> list[str]:
+    """Lines: total GFLOPs (fvcore counts one fused multiply-add as one flop) and per module."""
+    total, by_module = count_flops(model, height, width)
+    lines = [f"flops at {height}x{width}: {total / 1e9:.2f} G"]
     for name, _ in model.named_children():
         lines.append(f"  {name:<16} {by_module.get(f'model.{name}', 0) / 1e9:>10.2f} G")
     return lines

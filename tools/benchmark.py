@@ -1,14 +1,26 @@
 #!/usr/bin/env python
-"""Measure training or inference speed, peak GPU memory and the loss trend of a config.
+"""Measure training, inference or data-loading speed, peak GPU memory, MFU and the loss trend of
+a config, optionally side by side with a peer codebase's model on the same batch.
 
     python tools/benchmark.py --config-file configs/ade20k/upernet_R50_bs16_160k.yaml \
-        --task train --iters 100 --warmup 20 SOLVER.AMP.ENABLED True SOLVER.AMP.DTYPE bfloat16
+        --task train --generated-data 256 --compare hf-upernet SOLVER.AMP.ENABLED True
     python tools/benchmark.py --config-file ... --task train --fixed-batch   # model step only
-    python tools/benchmark.py --config-file ... --task inference --iters 200
+    python tools/benchmark.py --config-file ... --task inference --batch-size 16
+    python tools/benchmark.py --config-file ... --task data                  # the loader alone
 
 Training runs the real trainer (data loader, AMP, clipping, optimizer, LR schedule) step by step
-and times each step with the device synchronised. Prints a summary and writes it as JSON
-(``--output``, default ``OUTPUT_DIR/benchmark_<task>.json``).
+and times each step with the device synchronised. ``--generated-data N`` benchmarks a config
+without its dataset: N images and labels are generated once at the recipe's input sizes, class
+counts and file formats (``data/datasets/generated.py``) and read by the config's real loader.
+``--compare`` then pushes one batch of the same loader through the peer's model
+(``tools/benchmark_peers.py``: transformers' UperNet, or detectron2's Panoptic FPN from a source
+snapshot given by ``--detectron2-root``) and times its training / inference step the same way.
+
+Every run prints one JSON line (``BENCHMARK {...}``: device, torch version, precision, batch,
+input size, images/s, ms per step, peak memory, FLOPs, MFU, the peer's figures and the ratio) and
+appends it to ``--output`` (default ``OUTPUT_DIR/benchmark.jsonl``). MFU is model FLOPs per
+second (fvcore's count with resizing left out, times 2 for multiply-adds, times 3 for a training
+step) over the matrix-multiply rate this GPU reaches in the run's precision, measured in the run.
 """
 
 from __future__ import annotations
@@ -19,17 +31,27 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from uper_parsing.config import get_cfg
+from uper_parsing.data.datasets.generated import register_generated_datasets
+from uper_parsing.data.datasets.paths import datasets_root
 from uper_parsing.engine import DefaultTrainer, resolve_device
+from uper_parsing.layers import resize_impl
 from uper_parsing.utils.events import EventStorage
 from uper_parsing.utils.logger import setup_logger
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from analyze_model import count_flops  # noqa: E402
+
 logger = logging.getLogger("uper_parsing.benchmark")
+
+PEERS = ("hf-upernet", "detectron2")
 
 
 def _sync(device: str) -> None:
@@ -42,7 +64,7 @@ def _first_last(values: list[float], fraction: float = 0.1) -> tuple[float, floa
     return statistics.fmean(values[:n]), statistics.fmean(values[-n:])
 
 
-def _richest_batch(loader: Any, draws: int = 20) -> list[dict]:
+def _richest_batch(loader: Iterable, draws: int = 20) -> list[dict]:
     """Of the first ``draws`` batches, the first one labelling the most tasks (multi-task
     sources label different tasks; single-task batches: the first)."""
     best, best_tasks = None, -1
@@ -55,104 +77,351 @@ def _richest_batch(loader: Any, draws: int = 20) -> list[dict]:
     return best
 
 
-def benchmark_train(cfg: Any, iters: int, warmup: int, fixed_batch: bool = False) -> dict[str, Any]:
+def time_steps(step: Callable[[], Any], iters: int, warmup: int, device: str) -> list[float]:
+    """Seconds of each of ``iters`` calls of ``step`` after ``warmup`` untimed ones, the device
+    synchronised around each."""
+    times = []
+    for it in range(warmup + iters):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        if it >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _step_summary(times: list[float], images: int) -> dict[str, float]:
+    median = statistics.median(times)
+    return {
+        "median_step_ms": 1e3 * median,
+        "mean_step_ms": 1e3 * statistics.fmean(times),
+        "images_per_s": images / median,
+    }
+
+
+def _peak_memory_gib(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+
+
+def _reset_peak_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def precision_of(cfg: Any) -> torch.dtype | None:
+    """The autocast dtype of the config's training (None: float32)."""
+    if not cfg.SOLVER.AMP.ENABLED or not cfg.MODEL.DEVICE.startswith("cuda"):
+        return None
+    return getattr(torch, cfg.SOLVER.AMP.DTYPE)
+
+
+def matmul_tflops(device: str, dtype: torch.dtype | None, n: int = 8192, iters: int = 20) -> float:
+    """Dense matrix-multiply rate (TFLOP/s) of this device in ``dtype`` (None: float32 with the
+    process's TF32 setting): the denominator of MFU."""
+    a = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    times = time_steps(lambda: a @ b, iters, 3, device)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def model_gflops(cfg: Any, height: int, width: int) -> float:
+    """fvcore's GFLOPs (one multiply-add = one flop) of the config's model (eager, fresh
+    weights) on one (height, width) image, resizing left out (its matrix form would count as
+    dense products)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.COMPILE.ENABLED = False
+    model = DefaultTrainer.build_model(cfg)
+    with resize_impl("interpolate"):
+        total, _ = count_flops(model, height, width)
+    return total / 1e9
+
+
+def _mfu(gflops: float | None, passes: int, images_per_s: float, peak: float | None):
+    if not gflops or not peak:
+        return None
+    return 2 * passes * gflops * 1e9 * images_per_s / (peak * 1e12)
+
+
+# ---------------------------------------------------------------------------------------------
+# the peers
+
+
+def peer_step(
+    name: str, cfg: Any, batch: list[dict], *, train: bool, detectron2_root: str | None
+) -> Callable[[], Any]:
+    """One training (or inference) step of the peer ``name`` on ``batch``."""
+    import benchmark_peers as peers
+
+    device, dtype = cfg.MODEL.DEVICE, precision_of(cfg)
+    if name == "hf-upernet":
+        model, step = peers.hf_upernet_step(cfg, batch, device=device, amp_dtype=dtype)
+    elif name == "detectron2":
+        model, step = peers.detectron2_panoptic_step(
+            cfg, batch, device=device, amp_dtype=dtype, detectron2_root=detectron2_root
+        )
+    else:
+        raise ValueError(f"--compare must be one of {PEERS}, got {name!r}")
+    if train:
+        return step
+    return peers.inference_step(name, cfg, model, batch, device=device, amp_dtype=dtype)
+
+
+def compare(
+    args: argparse.Namespace, cfg: Any, batch: list[dict], *, train: bool, ours: dict
+) -> dict[str, Any]:
+    """The peer's figures on ``batch`` and our speed-up over it."""
+    device = cfg.MODEL.DEVICE
+    _reset_peak_memory(device)
+    step = peer_step(args.compare, cfg, batch, train=train, detectron2_root=args.detectron2_root)
+    times = time_steps(step, args.iters, args.warmup, device)
+    result = {"name": args.compare, **_step_summary(times, len(batch))}
+    result["peak_memory_gib"] = _peak_memory_gib(device)
+    result["speedup"] = ours["images_per_s"] / result["images_per_s"]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the tasks
+
+
+def _image_hw(batch: list[dict]) -> tuple[int, int]:
+    return tuple(int(s) for s in batch[0]["image"].shape[-2:])
+
+
+def benchmark_train(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
+    """Steps of the real trainer; returns the summary and the last batch (for ``--compare``)."""
     trainer = DefaultTrainer(cfg)
-    if fixed_batch:
+    if args.fixed_batch:
         trainer.data_loader = itertools.repeat(_richest_batch(trainer.data_loader))
     device = cfg.MODEL.DEVICE
     step_times: list[float] = []
+    data_times: list[float] = []
     losses: dict[str, list[float]] = {}
     with EventStorage(0) as storage:
         trainer.storage = storage
-        for it in range(warmup + iters):
+        for it in range(args.warmup + args.iters):
             storage.iter = trainer.iter = it
             _sync(device)
             start = time.perf_counter()
             trainer.run_step()
             trainer.scheduler.step()
             _sync(device)
-            if it >= warmup:
+            latest = storage.latest()
+            if it >= args.warmup:
                 step_times.append(time.perf_counter() - start)
-            for name, (value, at) in storage.latest().items():
+                data_times.append(latest["data_time"][0])
+            for name, (value, at) in latest.items():
                 # multi-task batches train some heads only: keep the losses of this step
                 if at == it and (name.startswith("loss_") or name == "total_loss"):
                     losses.setdefault(name, []).append(float(value))
             storage.step()
-    median = statistics.median(step_times)
+    batch = next(iter(trainer.data_loader))
     result = {
         "task": "train",
-        "fixed_batch": fixed_batch,
-        "images_per_batch": cfg.SOLVER.IMS_PER_BATCH,
-        "median_step_s": median,
-        "mean_step_s": statistics.fmean(step_times),
-        "images_per_s": cfg.SOLVER.IMS_PER_BATCH / median,
+        "fixed_batch": args.fixed_batch,
+        "batch_size": cfg.SOLVER.IMS_PER_BATCH,
+        "input_hw": _image_hw(batch),
+        **_step_summary(step_times, cfg.SOLVER.IMS_PER_BATCH),
+        "median_data_wait_ms": 1e3 * statistics.median(data_times),
+        "peak_memory_gib": _peak_memory_gib(device),
         "loss_first_last": {k: _first_last(v) for k, v in sorted(losses.items())},
+        "total_loss_last20_mean": statistics.fmean(losses["total_loss"][-20:]),
     }
-    return result
+    if not args.no_flops:
+        result["gflops_per_image"] = model_gflops(cfg, *result["input_hw"])
+    del trainer
+    return result, batch
 
 
-def benchmark_inference(cfg: Any, iters: int, warmup: int) -> dict[str, Any]:
+def _unlabelled(batch: list[dict]) -> list[dict]:
+    """Test inputs of a training batch: the images at their size, results at that size."""
+    return [
+        {"image": x["image"], "height": x["image"].shape[-2], "width": x["image"].shape[-1]}
+        for x in batch
+    ]
+
+
+def benchmark_inference(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
+    """Batches of ``--batch-size`` training crops (or, with 0, the test loader image by image,
+    at the test sizes) through the model in eval mode."""
     model = DefaultTrainer.build_model(cfg)
     model.eval()
-    loader = DefaultTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])
     device = cfg.MODEL.DEVICE
-    times: list[float] = []
-    with torch.inference_mode():
-        for idx, batch in enumerate(loader):
-            if idx >= warmup + iters:
-                break
-            _sync(device)
-            start = time.perf_counter()
-            model(batch)
-            _sync(device)
-            if idx >= warmup:
-                times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {"task": "inference", "median_image_s": median, "images_per_s": 1.0 / median}
+    if args.batch_size > 0:
+        loader = DefaultTrainer.build_train_loader(cfg)
+        batch = _richest_batch(loader)
+        while len(batch) < args.batch_size:
+            batch = batch + _richest_batch(loader)
+        batch = batch[: args.batch_size]
+        batches = itertools.repeat(_unlabelled(batch))
+    else:
+        batches = iter(DefaultTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0]))
+        batch = None
+    dtype = precision_of(cfg)
+    autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype is not None)
+    inputs: list[dict] = []
+
+    def step() -> None:
+        inputs[:] = next(batches)
+        with torch.inference_mode(), autocast:
+            model(inputs)
+
+    times = time_steps(step, args.iters, args.warmup, device)
+    images = len(inputs)
+    result = {
+        "task": "inference",
+        "batch_size": images,
+        "input_hw": _image_hw(inputs),
+        **_step_summary(times, images),
+        "peak_memory_gib": _peak_memory_gib(device),
+    }
+    if not args.no_flops:
+        result["gflops_per_image"] = model_gflops(cfg, *result["input_hw"])
+    return result, batch
 
 
-def main() -> None:
+def benchmark_data(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], None]:
+    """The training loader alone: seconds per batch, the decoding and augmentation included."""
+    loader = iter(DefaultTrainer.build_train_loader(cfg))
+    times = time_steps(lambda: next(loader), args.iters, args.warmup, "cpu")
+    result = {
+        "task": "data",
+        "batch_size": cfg.SOLVER.IMS_PER_BATCH,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        **_step_summary(times, cfg.SOLVER.IMS_PER_BATCH),
+    }
+    return result, None
+
+
+TASKS = {"train": benchmark_train, "inference": benchmark_inference, "data": benchmark_data}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--task", choices=["train", "inference"], default="train")
+    parser.add_argument("--task", choices=sorted(TASKS), default="train")
     parser.add_argument("--iters", type=int, default=100, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
-    parser.add_argument("--output", default="", help="JSON file for the summary")
+    parser.add_argument("--output", default="", help="JSON-lines file the result is appended to")
     parser.add_argument(
         "--fixed-batch",
         action="store_true",
         help="train: repeat one batch (of a multi-task loader, one labelling the most tasks), "
         "timing the model step without the data loader and without batch-to-batch variation",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="inference: batches of this many training crops (0: the test loader, one image "
+        "at a time at the test sizes)",
+    )
+    parser.add_argument(
+        "--generated-data",
+        type=int,
+        default=0,
+        metavar="N",
+        help="generate N images and labels in the format, sizes and class counts of the "
+        "config's task family and benchmark on them instead of DATASETS.TRAIN / TEST",
+    )
+    parser.add_argument(
+        "--generated-root",
+        default="",
+        help="folder of generated sets (default: $UPER_PARSING_DATASETS or datasets/, "
+        "sub-folder benchmark/)",
+    )
+    parser.add_argument("--compare", choices=PEERS, help="also time the peer's model")
+    parser.add_argument(
+        "--detectron2-root",
+        default=None,
+        help="--compare detectron2: a source snapshot holding detectron2/ and configs/",
+    )
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count / MFU")
+    parser.add_argument(
+        "--keep-weights",
+        action="store_true",
+        help="load MODEL.WEIGHTS / MODEL.BACKBONE.PRETRAINED (default: random weights)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def setup_cfg(args: argparse.Namespace) -> Any:
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     resolve_device(cfg)
+    if not args.keep_weights:  # speed does not depend on the weights: nothing to download
+        cfg.MODEL.WEIGHTS, cfg.MODEL.BACKBONE.PRETRAINED = "", ""
+    if args.generated_data > 0:
+        root = args.generated_root or datasets_root() / "benchmark"
+        train, test = register_generated_datasets(cfg, root, num_images=args.generated_data)
+        cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train,), (test,)
     cfg.freeze()
-    setup_logger(name="uper_parsing")
-    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
-    if cfg.MODEL.DEVICE.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    return cfg
 
-    if args.task == "train":
-        result = benchmark_train(cfg, args.iters, args.warmup, args.fixed_batch)
-    else:
-        result = benchmark_inference(cfg, args.iters, args.warmup)
-    result["config_file"] = args.config_file
-    result["overrides"] = args.opts
-    result["device"] = (
-        torch.cuda.get_device_name() if cfg.MODEL.DEVICE.startswith("cuda") else "cpu"
-    )
-    if cfg.MODEL.DEVICE.startswith("cuda"):
-        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    output = args.output or os.path.join(cfg.OUTPUT_DIR, f"benchmark_{args.task}.json")
+
+def _environment(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    device = cfg.MODEL.DEVICE
+    dtype = precision_of(cfg)
+    return {
+        "config_file": args.config_file,
+        "overrides": args.opts,
+        "generated_data": args.generated_data,
+        "random_weights": not args.keep_weights,
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "precision": str(dtype).replace("torch.", "") if dtype else "float32",
+        "channels_last": cfg.MODEL.CHANNELS_LAST,
+        "compile": cfg.MODEL.COMPILE.ENABLED,
+        "resize_impl": cfg.MODEL.RESIZE_IMPL,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+    }
+
+
+def run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The benchmark of ``args``: (the config used, the result)."""
+    cfg = setup_cfg(args)
+    device = cfg.MODEL.DEVICE
+    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    _reset_peak_memory(device)
+    result, batch = TASKS[args.task](cfg, args)
+    result.update(_environment(cfg, args))
+    if device.startswith("cuda") and "gflops_per_image" in result:
+        peak = matmul_tflops(device, precision_of(cfg))
+        passes = 3 if args.task == "train" else 1
+        result["matmul_tflops"] = peak
+        result["mfu"] = _mfu(result["gflops_per_image"], passes, result["images_per_s"], peak)
+    if args.compare:
+        if batch is None:
+            raise ValueError("--compare needs --task train, or inference with --batch-size")
+        result["peer"] = compare(args, cfg, batch, train=args.task == "train", ours=result)
+    return cfg, result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logger(name="uper_parsing")
+    cfg, result = run(args)
+    line = json.dumps(result, sort_keys=True)
+    output = args.output or os.path.join(cfg.OUTPUT_DIR, "benchmark.jsonl")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    logger.info("Benchmark summary (also in %s):\n%s", output, json.dumps(result, indent=2))
+    with open(output, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    print(f"BENCHMARK {line}", flush=True)
+    if "peer" in result:
+        peer = result["peer"]
+        logger.info(
+            "%s: ours %.1f images/s, %s %.1f images/s: %.2fx",
+            args.task,
+            result["images_per_s"],
+            peer["name"],
+            peer["images_per_s"],
+            peer["speedup"],
+        )
 
 
 if __name__ == "__main__":

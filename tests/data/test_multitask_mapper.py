@@ -58,7 +58,7 @@ def test_maps_stay_aligned(names):
         out = mapper(d)
         assert out["tasks"] == ["object", "part", "material", "scene"] and out["source"] == "scenes"
         obj, part, mat = (out[k] for k in ("object", "part", "material"))
-        assert obj.dtype == torch.long and obj.shape == part.shape == mat.shape == (56, 56)
+        assert obj.dtype == torch.uint8 and obj.shape == part.shape == mat.shape == (56, 56)
         assert out["image"].shape == (3, 56, 56) and out["scene"] == d["scene"]
         o = read_multitask_label(d["object_file_name"], md, "object")
         p = read_multitask_label(d["part_file_name"], md, "part", objects=o)

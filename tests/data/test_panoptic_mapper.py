@@ -112,7 +112,7 @@ def test_flip_moves_masks_boxes_and_semantic(tmp_path, metadata):
     out = mapper(d)
     assert "_panoptic_segment_index" not in out
     assert torch.equal(out["image"], torch.from_numpy(d["_image"][:, ::-1].copy()).permute(2, 0, 1))
-    assert out["sem_seg"].dtype == torch.int64
+    assert out["sem_seg"].dtype == torch.uint8  # one byte a pixel to the GPU
     assert np.array_equal(out["sem_seg"].numpy(), _semantic(ids, FLIP_SEGMENTS)[:, ::-1])
     assert out["sem_seg"][16, 29] == 0  # the crowd thing stays "things"
     inst = out["instances"]

@@ -15,6 +15,7 @@ from uper_parsing.data import (
     build_mapper,
     register_sem_seg,
 )
+from uper_parsing.data.mappers.base import LabelMapsMapper
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 
@@ -61,7 +62,7 @@ def test_registry_and_types(aligned_dataset):
     assert d == original  # the input dict is not modified
     assert out["image"].dtype == torch.uint8 and out["image"].shape == (3, 64, 64)
     assert type(out["image"]) is torch.Tensor and type(out["sem_seg"]) is torch.Tensor
-    assert out["sem_seg"].dtype == torch.int64 and out["sem_seg"].shape == (64, 64)
+    assert out["sem_seg"].dtype == torch.uint8 and out["sem_seg"].shape == (64, 64)
     assert (out["height"], out["width"]) == (60, 80)
     assert out["file_name"] == d["file_name"] and out["image_id"] == "im0"
     assert set(out["sem_seg"].unique().tolist()) <= {0, 1, 2, 3, 255}
@@ -122,3 +123,30 @@ def test_class_count_mismatch_with_the_model_is_a_clear_error():
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150
     with pytest.raises(ValueError, match=r"NUM_CLASSES is 150 .* has 10 classes"):
         SemSegDatasetMapper(cfg, is_train=True)
+
+
+class _ConstantLabels(LabelMapsMapper):
+    """A mapper whose one label map is ``value`` everywhere."""
+
+    def __init__(self, value: int, ignore_label: int) -> None:
+        super().__init__(
+            True, augmentations=None, metadata={"ignore_label": ignore_label}, check_labels=False
+        )
+        self.value = value
+
+    def read_labels(self, d, hw):
+        return {"sem_seg": np.full(hw, self.value, np.int64)}
+
+
+def test_label_maps_leave_the_mapper_narrow(tmp_path):
+    """One byte a pixel to the GPU where the ignore label fits in a byte, int32 otherwise; a
+    value that does not fit is an error naming the file, never a silent wrap-around."""
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.zeros((5, 7, 3), np.uint8))
+    d = {"file_name": str(image)}
+    out = _ConstantLabels(254, ignore_label=255)(d)["sem_seg"]
+    assert out.dtype == torch.uint8 and out.shape == (5, 7) and int(out[0, 0]) == 254
+    out = _ConstantLabels(426, ignore_label=65535)(d)["sem_seg"]
+    assert out.dtype == torch.int32 and int(out[0, 0]) == 426
+    with pytest.raises(ValueError, match=r"im.png: label map 'sem_seg' holds values 300\.\.300"):
+        _ConstantLabels(300, ignore_label=255)(d)

@@ -125,3 +125,20 @@ def test_model_slide_windows_are_unpadded(tiny_cfg, batched_inputs):
     # 45x45: one 45x45 window; 61x37: rows (0, 48) and (13, 61) of width 37
     assert shapes == [(1, 3, 45, 45), (1, 3, 48, 37), (1, 3, 48, 37)]
     assert [tuple(o["sem_seg"].shape[1:]) for o in outputs] == [(90, 90), (30, 20)]
+
+
+def test_unpadded_images_of_one_size_run_together(tiny_cfg, batched_inputs):
+    """Without padding, images of one size stack into one batch (no padding needed), the results
+    in input order and equal to one-by-one inference."""
+    cfg = tiny_cfg("UPerNetHead")
+    cfg.TEST.PAD_TO_DIVISIBILITY = False
+    torch.manual_seed(0)
+    model, shapes = _recorded_model(cfg)
+    a, b = batched_inputs(with_labels=False)  # 45x45 and 61x37
+    inputs = [a, b, dict(a, image=a["image"].flip(-1)), b]
+    with torch.no_grad():
+        outputs = model(inputs)
+        alone = [model([x])[0] for x in inputs]
+    assert shapes[:2] == [(2, 3, 45, 45), (2, 3, 61, 37)]
+    for out, ref in zip(outputs, alone):
+        torch.testing.assert_close(out["sem_seg"], ref["sem_seg"], rtol=1e-5, atol=1e-5)

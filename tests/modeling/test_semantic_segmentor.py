@@ -3,6 +3,7 @@ import logging
 import pytest
 import torch
 
+from uper_parsing.layers import resize_impl
 from uper_parsing.modeling import SemanticSegmentor, build_model
 from uper_parsing.modeling.meta_arch import META_ARCH_REGISTRY
 
@@ -117,3 +118,28 @@ def test_channels_last_model_computes_the_same(tiny_cfg, batched_inputs, check_c
         return build_model(cfg)
 
     check_channels_last(build, batched_inputs(with_labels=True), batched_inputs(with_labels=False))
+
+
+@pytest.mark.parametrize("head", ["UPerNetHead", "PSPHead", "SemSegFPNHead"])
+def test_resize_impls_compute_the_same_model(tiny_cfg, batched_inputs, head):
+    """MODEL.RESIZE_IMPL changes how, not what: losses, every gradient and the outputs (float64)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(head, aux=True)).double()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    results = []
+    for impl in ("interpolate", "matmul"):
+        with resize_impl(impl):
+            model.load_state_dict(state)  # the same BN statistics at evaluation
+            model.train()
+            model.zero_grad()
+            losses = model(batched_inputs(with_labels=True))
+            sum(losses.values()).backward()
+            grads = [p.grad.clone() for p in model.parameters()]
+            with torch.no_grad():
+                outputs = [o["sem_seg"] for o in model.eval()(batched_inputs(with_labels=False))]
+        results.append((losses, grads, outputs))
+    (ref_losses, ref_grads, ref_out), (losses, grads, out) = results
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-10, atol=1e-12)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert (grad - ref_grad).norm() <= 1e-9 * ref_grad.norm() + 1e-12
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)

@@ -20,6 +20,22 @@ _C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a 
 # checkpoints either way; 1.15-2x faster training on one H200, but slower with SyncBN on 2 GPUs and
 # for batch-1 inference: measure for your setup (docs/BENCHMARKS.md, "Channels-last memory format")
 _C.MODEL.CHANNELS_LAST = False
+# How the one bilinear resize (layers.resize_to) computes: "matmul" (two matrix products with
+# the bilinear weights: the same values, on the tensor cores, several times faster on a GPU),
+# "interpolate" (F.interpolate) or "auto" (matmul on CUDA tensors, interpolate elsewhere).
+# Process-wide, set by build_model (docs/ARCHITECTURE.md, "Resizing")
+_C.MODEL.RESIZE_IMPL = "auto"
+# torch.compile the model's compute-heavy submodules (a meta-architecture's ``compiled_submodules``:
+# backbone and heads; Panoptic FPN's R-CNN parts stay eager). The first steps of each input shape
+# compile (about a minute); inductor caches compiled code across runs on the same machine
+_C.MODEL.COMPILE = CN()
+_C.MODEL.COMPILE.ENABLED = False  # compile (True) or run eagerly (False)
+# torch.compile mode: "default", "reduce-overhead" (CUDA graphs: static shapes only),
+# "max-autotune", "max-autotune-no-cudagraphs"
+_C.MODEL.COMPILE.MODE = "default"
+# torch.compile backend: "inductor" (generates kernels), or e.g. "aot_eager" (traces only: checks
+# that the graphs capture, without code generation)
+_C.MODEL.COMPILE.BACKEND = "inductor"
 # Weights loaded into the model before training / evaluation ("" = none): a path, file://,
 # https:// (downloaded once into $UPER_PARSING_CACHE, default ~/.cache/uper_parsing, checked against
 # the SHA-256 prefix a "name-<hash>.pth" file name carries), detectron2:// or open-mmlab:// URL of a
@@ -266,6 +282,9 @@ _C.DATASETS.TEST = ("synthetic_scenes_sem_seg_val",)  # names in DatasetCatalog 
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per GPU (0 = load in the main process)
+# Training batches in page-locked memory when CUDA is present, so that copying them to the GPU
+# overlaps the step (a pinning thread copies each batch once more on the host)
+_C.DATALOADER.PIN_MEMORY = True
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of the same orientation together
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # infinite shuffled sampler, sharded by rank
 _C.DATALOADER.CHECK_LABELS = True  # validate label values / sizes in the mapper (clear errors)

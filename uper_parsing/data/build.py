@@ -198,9 +198,11 @@ def _worker_context(num_workers: int) -> str | None:
 
 def _worker_options(cfg: Any, seed: int) -> dict[str, Any]:
     """DataLoader arguments of the training loaders: ``DATALOADER.NUM_WORKERS`` persistent
-    workers, seeded from ``seed`` and the rank."""
+    workers, seeded from ``seed`` and the rank; batches in pinned memory when
+    ``DATALOADER.PIN_MEMORY`` and CUDA is present (the model's copies are then asynchronous)."""
     workers = cfg.DATALOADER.NUM_WORKERS
     return {
+        "pin_memory": bool(cfg.DATALOADER.PIN_MEMORY) and torch.cuda.is_available(),
         "num_workers": workers,
         "worker_init_fn": worker_init_reset_seed,
         "generator": _worker_generator(seed),

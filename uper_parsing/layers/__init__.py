@@ -1,7 +1,8 @@
 from .conv import ConvNormAct
 from .norm import LayerNorm2d, convert_frozen_batchnorm, get_norm
+from .resize import RESIZE_IMPLS, get_resize_impl, resize_impl, resize_to, set_resize_impl
 from .shape_spec import ShapeSpec
-from .wrappers import pad_to_multiple, pad_to_size, resize_to, stack_padded
+from .wrappers import pad_to_multiple, pad_to_size, stack_padded
 
 __all__ = [
     "ShapeSpec",
@@ -10,6 +11,10 @@ __all__ = [
     "convert_frozen_batchnorm",
     "LayerNorm2d",
     "resize_to",
+    "set_resize_impl",
+    "get_resize_impl",
+    "resize_impl",
+    "RESIZE_IMPLS",
     "pad_to_size",
     "pad_to_multiple",
     "stack_padded",

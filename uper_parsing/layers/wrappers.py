@@ -1,4 +1,4 @@
-"""The one resize policy and the padding helpers every model uses."""
+"""The padding helpers every model uses."""
 
 from __future__ import annotations
 
@@ -7,19 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resize_to", "pad_to_size", "pad_to_multiple", "stack_padded"]
-
-
-def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinearly resize x: Tensor (N, C, h, w) to (N, C, *size) with ``align_corners=False``.
-
-    This is the project's one resize policy for feature maps, logits and probabilities.
-    Returns x itself when it already has that size.
-    """
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+__all__ = ["pad_to_size", "pad_to_multiple", "stack_padded"]
 
 
 def _padded_size(height: int, width: int, size_divisibility: int) -> tuple[int, int]:

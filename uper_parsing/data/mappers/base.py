@@ -26,7 +26,10 @@ class LabelMapsMapper:
 
     Output dict (a deep copy of the input plus):
         ``image``: Tensor (3, H, W) uint8 in ``image_format``, after augmentation.
-        one Tensor (H, W) int64 per label map ``read_labels`` returned (training only).
+        one Tensor (H, W) per label map ``read_labels`` returned (training only), in the
+            narrowest dtype that holds it (``label_dtype``: uint8 for an ignore label up to 255),
+            so that workers, pinning and the copy to the GPU move 1 byte a pixel, not 8; the
+            model widens it on the device.
         ``height`` / ``width``: the original image size (what results are returned at).
     """
 
@@ -76,6 +79,23 @@ class LabelMapsMapper:
         """The (H, W) train-id maps of one dataset dict whose image is ``hw``."""
         raise NotImplementedError
 
+    def label_dtype(self, name: str) -> torch.dtype:
+        """dtype of the output label map ``name``: uint8 when the dataset's ignore label (and so
+        every class id) fits in a byte, else int32."""
+        ignore = self.metadata.get("ignore_label", 255) if self.metadata is not None else 255
+        return torch.uint8 if ignore <= 255 else torch.int32
+
+    def _narrow(self, name: str, labels: torch.Tensor, file_name: str) -> torch.Tensor:
+        dtype = self.label_dtype(name)
+        if dtype == torch.uint8 and labels.dtype != torch.uint8 and labels.numel():
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high > 255:
+                raise ValueError(
+                    f"{file_name}: label map '{name}' holds values {low}..{high}, outside the "
+                    "0..255 of a dataset whose ignore_label is at most 255"
+                )
+        return labels.to(dtype)
+
     def __call__(self, dataset_dict: Mapping[str, Any]) -> dict[str, Any]:
         """Map one dataset dict (``file_name`` and its label files) to a model input."""
         d = copy.deepcopy(dict(dataset_dict))
@@ -93,7 +113,7 @@ class LabelMapsMapper:
         tensor, labels = apply_transforms(self.augmentations, tensor, labels)
         d["image"] = tensor.as_subclass(torch.Tensor).contiguous()
         for name, mask in labels.items():
-            d[name] = mask.as_subclass(torch.Tensor).long()
+            d[name] = self._narrow(name, mask.as_subclass(torch.Tensor), d["file_name"])
         d["height"], d["width"] = hw
         d.setdefault("image_id", os.path.splitext(os.path.basename(d["file_name"]))[0])
         return d

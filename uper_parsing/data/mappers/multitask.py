@@ -34,7 +34,8 @@ class MultiTaskDatasetMapper(LabelMapsMapper):
 
     Output dict (a deep copy of the input plus):
         ``image``: Tensor (3, H, W) uint8 in ``image_format``, after augmentation.
-        ``object`` / ``part`` / ``material`` (training, labelled tasks only): Tensor (H, W) int64
+        ``object`` / ``part`` / ``material`` (training, labelled tasks only): Tensor (H, W) uint8
+            (int32 when ignore_label exceeds 255)
         train ids (``part``: global part ids), ignore = metadata's ``ignore_label``.
         ``scene`` / ``texture`` (labelled tasks): int, from the dataset dict.
         ``tasks``, ``source``; ``height`` / ``width``: the original image size.

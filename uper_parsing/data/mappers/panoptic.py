@@ -70,7 +70,7 @@ class PanopticDatasetMapper(LabelMapsMapper):
 
     Output dict (a deep copy of the input plus):
         ``image``: Tensor (3, H, W) uint8 in ``image_format``, after augmentation.
-        ``sem_seg`` (training): Tensor (H, W) int64; 0 = thing, ``1 + s`` = stuff ``s``,
+        ``sem_seg`` (training): Tensor (H, W) uint8; 0 = thing, ``1 + s`` = stuff ``s``,
         ``ignore_label`` = void / padding.
         ``instances`` (training): dict ``boxes`` Tensor (N, 4) float32 XYXY, ``labels`` (N,)
         int64 thing ids, ``masks`` (N, H, W) uint8; non-crowd things still in the image (N >= 0).
@@ -82,6 +82,10 @@ class PanopticDatasetMapper(LabelMapsMapper):
         for name in cfg.DATASETS.TRAIN if is_train else ():
             check_panoptic_num_classes(cfg, name)
         return super().from_config(cfg, is_train)
+
+    def label_dtype(self, name: str) -> torch.dtype:
+        """int64 for the segment index map (offset ids), as the base class for ``sem_seg``."""
+        return torch.int64 if name == _INDEX_KEY else super().label_dtype(name)
 
     def read_labels(self, d: Mapping[str, Any], hw: tuple[int, int]) -> dict[str, np.ndarray]:
         """``sem_seg`` (H, W) uint8 and the segment index map (H, W) int64 of one dict."""

@@ -34,7 +34,7 @@ class SemSegDatasetMapper(LabelMapsMapper):
 
     Output dict (a deep copy of the input plus):
         ``image``: Tensor (3, H, W) uint8 in ``image_format``, after augmentation.
-        ``sem_seg`` (training only): Tensor (H, W) int64 train ids (ignore = metadata's).
+        ``sem_seg`` (training only): Tensor (H, W) uint8 train ids (ignore = metadata's).
         ``height`` / ``width``: the original image size (what results are returned at).
     """
 

@@ -77,6 +77,8 @@ class PanopticFPN(nn.Module):
     is not used: the mapper resizes, so the network sees exactly what the mapper produced.
     """
 
+    compiled_submodules = ("backbone", "sem_seg_head")  # what MODEL.COMPILE compiles
+
     @configurable
     def __init__(
         self,

@@ -6,7 +6,7 @@ import torch
 
 from ...layers import stack_padded
 
-__all__ = ["normalize_and_pad", "stack_label_maps"]
+__all__ = ["normalize_and_pad", "stack_label_maps", "same_size_groups"]
 
 
 def normalize_and_pad(
@@ -24,7 +24,10 @@ def normalize_and_pad(
     Returns: Tensor (N, 3, H, W) with H, W multiples of ``size_divisibility``, and the (h_i, w_i)
         of every image inside it.
     """
-    images = [(x["image"].to(pixel_mean.device) - pixel_mean) / pixel_std for x in batched_inputs]
+    device = pixel_mean.device
+    images = [
+        (x["image"].to(device, non_blocking=True) - pixel_mean) / pixel_std for x in batched_inputs
+    ]
     sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
     return stack_padded(images, size_divisibility, 0.0), sizes
 
@@ -38,8 +41,9 @@ def stack_label_maps(
     ignore_value: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """Stack the label maps ``x[key]`` (long (h_i, w_i), each the size of its image), padded with
-    ``ignore_value``; an error names an input without the key or with a size mismatch.
+    """Stack the label maps ``x[key]`` (integer (h_i, w_i), each the size of its image, widened
+    to int64 on ``device``), padded with ``ignore_value``; an error names an input without the
+    key or with a size mismatch.
 
     Returns: Tensor (N, H, W) long, the size of the padded image batch.
     """
@@ -47,8 +51,18 @@ def stack_label_maps(
     for i, (x, size) in enumerate(zip(batched_inputs, image_sizes)):
         if key not in x:
             raise ValueError(f"training input {i} has no '{key}'")
-        target = x[key].to(device, dtype=torch.long)
+        target = x[key].to(device, non_blocking=True).long()
         if tuple(target.shape[-2:]) != size:
             raise ValueError(f"input {i}: {key} {tuple(target.shape)} != image size {size}")
         targets.append(target)
     return stack_padded(targets, size_divisibility, ignore_value)
+
+
+def same_size_groups(sizes: list[tuple[int, int]]) -> list[list[int]]:
+    """Indices of the images of each distinct (h, w), in order of first appearance: images of one
+    size stack into a batch without padding, so inference that must not pad (mmseg's test) still
+    runs them together, with the same results as one by one."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(i)
+    return list(groups.values())

@@ -13,7 +13,7 @@ from ..inference import InferenceSettings, run_inference
 from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import build_aux_head, build_sem_seg_head
 from .build import META_ARCH_REGISTRY
-from .preprocessing import normalize_and_pad, stack_label_maps
+from .preprocessing import normalize_and_pad, same_size_groups, stack_label_maps
 
 __all__ = ["SemanticSegmentor"]
 
@@ -31,6 +31,8 @@ class SemanticSegmentor(nn.Module):
     or, without ``TEST.PAD_TO_DIVISIBILITY``, over each image alone at its own size (mmseg's
     test); each result is then cropped to its image and resized by ``sem_seg_postprocess``.
     """
+
+    compiled_submodules = ("backbone", "sem_seg_head", "aux_head")  # what MODEL.COMPILE compiles
 
     @configurable
     def __init__(
@@ -126,7 +128,12 @@ class SemanticSegmentor(nn.Module):
             return self._losses(images, self.preprocess_targets(batched_inputs, image_sizes))
         if self.inference.pad_to_divisibility:
             return self._inference(batched_inputs, self.size_divisibility)
-        return [result for x in batched_inputs for result in self._inference([x], 0)]
+        results: list[dict] = [{} for _ in batched_inputs]
+        sizes = [tuple(x["image"].shape[-2:]) for x in batched_inputs]
+        for group in same_size_groups(sizes):  # unpadded: images of one size at a time
+            for i, result in zip(group, self._inference([batched_inputs[i] for i in group], 0)):
+                results[i] = result
+        return results
 
     def _inference(self, batched_inputs: list[dict], size_divisibility: int) -> list[dict]:
         """Scores of the images stacked into one batch padded to ``size_divisibility``."""

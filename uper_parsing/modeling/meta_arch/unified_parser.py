@@ -20,7 +20,7 @@ from ..sem_seg_heads import UPerNetHead
 from ..sem_seg_heads.base import select_features
 from ..sem_seg_heads.losses import sem_seg_cross_entropy
 from .build import META_ARCH_REGISTRY
-from .preprocessing import normalize_and_pad, stack_label_maps
+from .preprocessing import normalize_and_pad, same_size_groups, stack_label_maps
 
 __all__ = ["UnifiedPerceptualParser", "TASKS", "PAPER_LOSS_WEIGHTS"]
 
@@ -70,6 +70,8 @@ class UnifiedPerceptualParser(nn.Module):
 
     Batches train different heads, so DDP must be told ``find_unused_parameters``.
     """
+
+    compiled_submodules = ("backbone", "trunk", "heads")  # what MODEL.COMPILE compiles
 
     find_unused_parameters = True
 
@@ -432,16 +434,23 @@ class UnifiedPerceptualParser(nn.Module):
         self, batched_inputs: list[dict], images: torch.Tensor, sizes: list[tuple[int, int]]
     ) -> list[dict]:
         """Outputs of the padded batch, or, without ``TEST.PAD_TO_DIVISIBILITY``, of each image
-        alone at its own size (mmseg's test), cropped to each image and resized."""
+        alone at its own size (mmseg's test; images of one size together), cropped to each image
+        and resized."""
         if self.inference.pad_to_divisibility:
+            groups = [list(range(len(batched_inputs)))]
             batches = [(batched_inputs, images, sizes)]
         else:
+            groups = same_size_groups(sizes)
             batches = [
-                ([x], images[i : i + 1, :, :h, :w], [(h, w)])
-                for i, (x, (h, w)) in enumerate(zip(batched_inputs, sizes))
+                (
+                    [batched_inputs[i] for i in group],
+                    images[group, :, : sizes[group[0]][0], : sizes[group[0]][1]],
+                    [sizes[i] for i in group],
+                )
+                for group in groups
             ]
-        results = []
-        for inputs, batch, batch_sizes in batches:
+        results: list[dict] = [{} for _ in batched_inputs]
+        for group, (inputs, batch, batch_sizes) in zip(groups, batches):
             outputs = run_inference(
                 self.task_logits,
                 batch,
@@ -451,16 +460,14 @@ class UnifiedPerceptualParser(nn.Module):
             )
             if "part" in outputs:
                 outputs["part"] = self.heads["part"].probabilities(outputs["part"])
-            for i, (x, size) in enumerate(zip(inputs, batch_sizes)):
+            for i, (index, x, size) in enumerate(zip(group, inputs, batch_sizes)):
                 height, width = x.get("height", size[0]), x.get("width", size[1])
-                results.append(
-                    {
-                        task: sem_seg_postprocess(out[i], size, height, width)
-                        if out.dim() == 4
-                        else out[i]
-                        for task, out in outputs.items()
-                    }
-                )
+                results[index] = {
+                    task: sem_seg_postprocess(out[i], size, height, width)
+                    if out.dim() == 4
+                    else out[i]
+                    for task, out in outputs.items()
+                }
         return results
 
 

@@ -1,0 +1,87 @@
+"""tools/benchmark.py end to end on the CPU: the ADE20K UPerNet recipe (shrunk) on a generated
+ADE-format set, training with the transformers peer on the same batch, inference and the loader
+alone; each run one JSON line with the figures the issue asks for."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = [
+    "MODEL.DEVICE", "cpu",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "MODEL.RESNETS.DEPTH", "18",
+    "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
+    "MODEL.AUX_HEAD.CONVS_DIM", "32",
+    "INPUT.CROP.SIZE", "(64, 64)",
+    "INPUT.RESIZE_SCALE", "[256, 64]",
+    "DATALOADER.NUM_WORKERS", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    sys.path.insert(0, str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(str(ROOT / "tools"))
+
+
+@pytest.fixture(scope="module")
+def generated_root(tmp_path_factory):
+    """One root for the module: a generated set registers its name once per process."""
+    return tmp_path_factory.mktemp("generated")
+
+
+def _run(benchmark, tmp_path, capsys, root, *args) -> dict:
+    output = tmp_path / "bench.jsonl"
+    benchmark.main(
+        [
+            "--config-file", str(ROOT / "configs/ade20k/upernet_R50_bs16_160k.yaml"),
+            "--generated-data", "2",
+            "--generated-root", str(root),
+            "--iters", "2",
+            "--warmup", "1",
+            "--output", str(output),
+            *args,
+        ]
+    )  # fmt: skip
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("BENCHMARK ")][-1]
+    result = json.loads(line[len("BENCHMARK ") :])
+    assert json.loads(output.read_text().splitlines()[-1]) == result
+    return result
+
+
+@pytest.fixture
+def run(benchmark, tmp_path, capsys, generated_root):
+    """``run(*args)``: the JSON result of ``benchmark.py`` with the shared arguments + args."""
+    return lambda *args: _run(benchmark, tmp_path, capsys, generated_root, *args)
+
+
+def test_train_with_the_transformers_peer(run):
+    result = run("--task", "train", "--fixed-batch", "--compare", "hf-upernet", *SMALL)
+    assert result["task"] == "train" and result["batch_size"] == 2
+    assert result["input_hw"] == [64, 64] and result["precision"] == "float32"
+    assert result["device"] == "cpu" and result["random_weights"]
+    assert result["images_per_s"] > 0 and result["median_step_ms"] > 0
+    assert result["gflops_per_image"] > 0  # fvcore's count of the shrunk model at 64x64
+    assert set(result["loss_first_last"]) == {"loss_sem_seg", "loss_aux", "total_loss"}
+    peer = result["peer"]
+    assert peer["name"] == "hf-upernet" and peer["images_per_s"] > 0
+    assert peer["speedup"] == pytest.approx(result["images_per_s"] / peer["images_per_s"])
+
+
+def test_inference_batches_and_the_loader_alone(run):
+    result = run("--task", "inference", "--batch-size", "2", "--no-flops", *SMALL)
+    assert result["task"] == "inference" and result["batch_size"] == 2
+    assert result["input_hw"] == [64, 64] and result["images_per_s"] > 0
+    result = run("--task", "data", *SMALL)
+    assert result["task"] == "data" and result["images_per_s"] > 0 and result["num_workers"] == 0
