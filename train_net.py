@@ -11,17 +11,24 @@ Writes to OUTPUT_DIR: config.yaml, log.txt, metrics.json, TensorBoard events, ch
 results.json ({task: {metric: value}}) and pictures of predictions on val images in vis/. With
 MODEL.MULTITASK.TEXTURE_PHASE_ITERS > 0 the first phase of the texture schedule writes its own
 files to OUTPUT_DIR/first_phase, and OUTPUT_DIR holds those of the complete model.
+
+SIGTERM or SIGUSR1 (what schedulers send before killing a job) stops training after an iteration
+every process agrees on, saves it as OUTPUT_DIR/model_<iter>.pth (named by last_checkpoint) and
+exits with status PREEMPTED_EXIT_CODE (75, EX_TEMPFAIL); --resume continues at the next iteration.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from uper_parsing.checkpoint import Checkpointer
 from uper_parsing.config import CfgNode, get_cfg
 from uper_parsing.engine import (
+    PREEMPTED_EXIT_CODE,
     DefaultTrainer,
+    TrainingPreempted,
     default_argument_parser,
     default_setup,
     launch,
@@ -71,14 +78,18 @@ def main(args) -> dict:
 
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except TrainingPreempted as stop:
+        logger.warning("%s; exiting with status %d", stop, PREEMPTED_EXIT_CODE)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

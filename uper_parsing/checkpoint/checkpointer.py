@@ -3,7 +3,10 @@
 ``Checkpointer`` is fvcore's (``module.`` prefixes stripped, ``resume_or_load``) with these changes:
 
 - every file is written to ``<name>.tmp``, fsynced and renamed, so a run killed while saving leaves
-  the previous checkpoint and ``last_checkpoint`` intact; only the main process writes by default;
+  the previous checkpoint and ``last_checkpoint`` intact; a failed write is an OSError naming the
+  file; only the main process writes by default;
+- resuming skips a damaged checkpoint (missing, truncated, corrupt, without "model"), naming it in
+  a warning, for the newest good one in ``save_dir`` (``checkpoint.inventory``);
 - loading reports every missing, unexpected and shape-mismatched tensor grouped by module, and a
   shape mismatch is an error unless ``partial=True`` (``MODEL.WEIGHTS_PARTIAL``);
 - files of other codebases (detectron2 and Caffe2, mmseg, transformers' UperNet, CSAIL, timm,
@@ -35,6 +38,12 @@ from .formats import (
     convert_weights_file,
     place_state_dict,
     read_weights_file,
+)
+from .inventory import (
+    checkpoint_problem,
+    file_signature,
+    periodic_checkpoint_files,
+    resume_candidates,
 )
 from .paths import register_url_handlers
 from .report import format_key_groups, format_shape_mismatches, shape_mismatches
@@ -85,11 +94,17 @@ class Checkpointer(_FvcoreCheckpointer):
         self.partial = partial
         self.weights_format = weights_format
         self.metadata = metadata
+        self._verdicts: dict[str, tuple[tuple[int, int] | None, str | None]] = {}
         register_url_handlers(self.path_manager)
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Write ``{"model", <checkpointables>, **kwargs}`` to ``save_dir/<name>.pth`` atomically
-        and point ``last_checkpoint`` at it."""
+        and then point ``last_checkpoint`` at it.
+
+        Raises:
+            OSError naming the file when writing fails (a full disk ...); the files of
+            ``save_dir`` are then as they were, ``last_checkpoint`` included.
+        """
         if not self.save_dir or not self.save_to_disk:
             return
         data: dict[str, Any] = {"model": self.model.state_dict()}
@@ -103,22 +118,80 @@ class Checkpointer(_FvcoreCheckpointer):
         if os.path.basename(save_file) != basename:
             raise ValueError(f"Checkpoint name must be a plain file name, got {name!r}")
         self.logger.info("Saving checkpoint to %s", save_file)
-        with atomic_write(save_file, "wb") as f:
+        intact = "the previous checkpoint and last_checkpoint are intact"
+        with _naming_failed_write(save_file, intact), atomic_write(save_file, "wb") as f:
             torch.save(data, f)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically record ``last_filename_basename`` as the newest checkpoint."""
-        with atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), "w") as f:
+        tag_file = os.path.join(self.save_dir, LAST_CHECKPOINT)
+        unchanged = "it still names the previous checkpoint"
+        with _naming_failed_write(tag_file, unchanged), atomic_write(tag_file, "w") as f:
             f.write(last_filename_basename)
 
+    def tagged_checkpoint_file(self) -> str:
+        """The path ``save_dir/last_checkpoint`` names, good or not; "" without that file."""
+        try:
+            with open(os.path.join(self.save_dir, LAST_CHECKPOINT), encoding="utf-8") as f:
+                return os.path.join(self.save_dir, f.read().strip())
+        except OSError:
+            return ""
+
+    def has_checkpoint(self) -> bool:
+        """Whether there is a good checkpoint to resume from (``get_checkpoint_file``)."""
+        return bool(self.get_checkpoint_file())
+
+    def get_checkpoint_file(self) -> str:
+        """The checkpoint to resume from: the one ``last_checkpoint`` names when it is good,
+        else the newest good one in ``save_dir`` (``model_final.pth``, then ``model_*.pth`` by
+        iteration); "" without ``last_checkpoint`` or a good checkpoint. A bad file is named in
+        a warning (once while it stays as it is)."""
+        tagged = self.tagged_checkpoint_file()
+        if not tagged or self._is_good(tagged, tagged=True):
+            return tagged
+        for candidate in resume_candidates(self.save_dir):
+            if candidate != tagged and self._is_good(candidate, tagged=False):
+                return candidate
+        return ""
+
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
-        """Resume from ``save_dir``'s newest checkpoint (model and checkpointables) when
-        ``resume`` and one exists, else load the model only from ``path`` ("" = none)."""
-        if resume and self.has_checkpoint():
+        """Resume from ``save_dir``'s newest good checkpoint (model and checkpointables) when
+        ``resume`` and there is one (``get_checkpoint_file``), else load the model only from
+        ``path`` ("" = none), with a warning when ``last_checkpoint`` exists."""
+        if not resume:
+            return self.load(path, checkpointables=[])
+        tagged, resume_file = self.tagged_checkpoint_file(), self.get_checkpoint_file()
+        if resume_file:
+            if resume_file != tagged:
+                self.logger.warning(
+                    "Resuming from %s, the newest good checkpoint, instead of %s",
+                    resume_file,
+                    tagged,
+                )
             with self._reading("ours"):
-                return self.load(self.get_checkpoint_file())
+                return self.load(resume_file)
+        if tagged:
+            self.logger.warning(
+                "Found no good checkpoint in %s to resume from: %s",
+                self.save_dir,
+                f"loading the model from {path} instead" if path else "starting from scratch",
+            )
         return self.load(path, checkpointables=[])
+
+    def _is_good(self, path: str, *, tagged: bool) -> bool:
+        """Whether ``path`` can be resumed from (``checkpoint_problem``); warns about a bad file
+        once while its size and modification time stay the same."""
+        signature = file_signature(path)
+        known = self._verdicts.get(path)
+        if known is not None and known[0] == signature:
+            return known[1] is None
+        problem = checkpoint_problem(path)
+        self._verdicts[path] = (signature, problem)
+        if problem is not None:
+            named = f" (named by {LAST_CHECKPOINT})" if tagged else ""
+            self.logger.warning("Cannot resume from %s%s: it %s", path, named, problem)
+        return problem is None
 
     @contextlib.contextmanager
     def _reading(self, weights_format: str) -> Iterator[None]:
@@ -230,12 +303,67 @@ class Checkpointer(_FvcoreCheckpointer):
 class PeriodicCheckpointer(_FvcorePeriodicCheckpointer):
     """Save ``model_{iteration:07d}`` after every ``period``-th iteration and ``model_final``
     after iteration ``max_iter - 1`` (each with ``iteration`` stored). ``period <= 0`` saves
-    only ``model_final``; ``max_to_keep`` deletes older periodic checkpoints."""
+    only ``model_final``.
+
+    ``max_to_keep`` N > 0 (``SOLVER.CHECKPOINT_KEEP``) keeps the N newest periodic checkpoints of
+    the folder by iteration, earlier runs' included, deleting older ones after each successful
+    save; ``model_final`` and the file ``last_checkpoint`` names are never deleted. None or 0
+    keeps all. (fvcore's own rule deletes only what this object saved, so a resumed run would
+    leave its predecessor's files behind.)
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        period: int,
+        max_iter: int | None = None,
+        max_to_keep: int | None = None,
+        file_prefix: str = "model",
+    ) -> None:
+        super().__init__(checkpointer, period, max_iter, None, file_prefix)
+        self.keep = int(max_to_keep or 0)
+        if self.keep < 0:
+            raise ValueError(f"max_to_keep (SOLVER.CHECKPOINT_KEEP) must be >= 0, got {self.keep}")
 
     def step(self, iteration: int, **kwargs: Any) -> None:
-        if self.period > 0:
-            super().step(iteration, **kwargs)
-            return
         iteration = int(iteration)
+        state = {"iteration": iteration, **kwargs}
+        if self.period > 0 and (iteration + 1) % self.period == 0:
+            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", **state)
+            self.delete_old_checkpoints()
         if self.max_iter is not None and iteration >= self.max_iter - 1:
-            self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration, **kwargs)
+            self.checkpointer.save(f"{self.file_prefix}_final", **state)
+
+    def delete_old_checkpoints(self) -> None:
+        """Delete the periodic checkpoints older than the ``keep`` newest (none when 0), except
+        the one ``last_checkpoint`` names."""
+        checkpointer = self.checkpointer
+        if self.keep <= 0 or not checkpointer.save_dir or not checkpointer.save_to_disk:
+            return
+        tagged = checkpointer.tagged_checkpoint_file()
+        for path in periodic_checkpoint_files(checkpointer.save_dir, self.file_prefix)[
+            : -self.keep
+        ]:
+            if path != tagged:
+                checkpointer.logger.info("Deleting %s (keeping the newest %d)", path, self.keep)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+
+
+@contextlib.contextmanager
+def _naming_failed_write(path: str, consequence: str) -> Iterator[None]:
+    """Turn a failed write of ``path`` into an OSError naming it, followed by ``consequence``
+    (what the failure left as it was). torch's zip writer reports a failed write (a full disk
+    ...) as a RuntimeError of its own, with the OSError as its context."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        message = f"Could not write {path} ({cause.strerror or cause}); {consequence}"
+        raise (
+            OSError(message) if cause.errno is None else OSError(cause.errno, message)
+        ) from error

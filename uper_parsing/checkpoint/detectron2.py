@@ -84,11 +84,12 @@ def _read_pickle(path: str, trusted: bool) -> Any:
         return _ArrayUnpickler(f, encoding="latin1").load()
 
 
-def load_torch_file(path: str, *, trusted: bool = False) -> Any:
+def load_torch_file(path: str, *, trusted: bool = False, mmap: bool = False) -> Any:
     """``torch.load`` on the CPU, tensors and plain containers only unless ``trusted``; any other
-    pickled object is a ValueError that names the file and the way out."""
+    pickled object is a ValueError that names the file and the way out. ``mmap`` maps tensors
+    instead of reading them (zip archives only, torch.save's format)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trusted)
+        return torch.load(path, map_location="cpu", weights_only=not trusted, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise ValueError(
             f"{path} holds more than tensors and plain containers ({e}); if you trust the file, "

@@ -336,6 +336,9 @@ _C.SOLVER.SCHEDULE_STYLE = "detectron2"
 _C.SOLVER.MAX_ITER = 160000  # training length in iterations
 _C.SOLVER.IMS_PER_BATCH = 16  # images per iteration summed over all GPUs
 _C.SOLVER.CHECKPOINT_PERIOD = 16000  # save a checkpoint every this many iterations
+# keep only the newest N periodic checkpoints (model_XXXXXXX.pth) in OUTPUT_DIR, deleting older
+# ones after each save (model_final.pth and the one last_checkpoint names stay); 0 keeps all
+_C.SOLVER.CHECKPOINT_KEEP = 0
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before the optimizer step
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # "norm" (whole model) or "value" (per element)

@@ -11,14 +11,22 @@ from .defaults import (
 from .hooks import HookBase
 from .launch import launch
 from .phases import train_model
-from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+from .train_loop import (
+    PREEMPTED_EXIT_CODE,
+    AMPTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    TrainingPreempted,
+)
 
 __all__ = [
+    "PREEMPTED_EXIT_CODE",
     "AMPTrainer",
     "DefaultTrainer",
     "HookBase",
     "SimpleTrainer",
     "TrainerBase",
+    "TrainingPreempted",
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",

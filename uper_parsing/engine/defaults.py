@@ -48,7 +48,7 @@ from ..utils.env import collect_env_info, seed_all_rng, usable_device
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
-from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase, TrainingPreempted
 
 __all__ = [
     "default_argument_parser",
@@ -270,9 +270,13 @@ class DefaultTrainer(TrainerBase):
       clipping per ``SOLVER.CLIP_GRADIENTS``;
     - a :class:`Checkpointer` in ``OUTPUT_DIR`` saving model, optimizer, scheduler, grad scaler
       and iteration;
-    - hooks: IterationTimer, LRScheduler, PeriodicCheckpointer (main process), EvalHook
-      (``TEST.EVAL_PERIOD``; 0 = only at the end), PeriodicWriter (console, ``metrics.json``,
-      TensorBoard; main process).
+    - hooks: StopOnSignal, IterationTimer, LRScheduler, PeriodicCheckpointer (main process),
+      EvalHook (``TEST.EVAL_PERIOD``; 0 = only at the end), PeriodicWriter (console,
+      ``metrics.json``, TensorBoard; main process);
+    - a stop request (SIGTERM / SIGUSR1, or :meth:`request_stop`) ends training after an
+      iteration every process agrees on, saves it as a periodic checkpoint would be
+      (``model_{iter:07d}.pth``, tagged ``last_checkpoint``) and raises
+      :class:`TrainingPreempted`; ``--resume`` continues at the next iteration.
 
     Override the ``build_*`` classmethods to change a piece::
 
@@ -355,9 +359,19 @@ class DefaultTrainer(TrainerBase):
     def build_hooks(self) -> list[hooks.HookBase | None]:
         """The default hooks, in the order they run (see the class docstring)."""
         cfg = self.cfg
-        ret: list[hooks.HookBase | None] = [hooks.IterationTimer(), hooks.LRScheduler()]
+        ret: list[hooks.HookBase | None] = [
+            hooks.StopOnSignal(),
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+        ]
         if comm.is_main_process():
-            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+            ret.append(
+                hooks.PeriodicCheckpointer(
+                    self.checkpointer,
+                    cfg.SOLVER.CHECKPOINT_PERIOD,
+                    max_to_keep=cfg.SOLVER.CHECKPOINT_KEEP,
+                )
+            )
 
         def test_and_save_results() -> OrderedDict[str, Any]:
             self._last_eval_results = self.test(self.cfg, self.model)
@@ -374,13 +388,37 @@ class DefaultTrainer(TrainerBase):
     def train(self) -> OrderedDict[str, Any]:
         """Train from ``start_iter`` to ``SOLVER.MAX_ITER``. Returns the last evaluation results
         ``{task: {metric: value}}`` (empty on processes other than the main one), also written
-        to ``OUTPUT_DIR/results.json`` by the main process."""
+        to ``OUTPUT_DIR/results.json`` by the main process.
+
+        Raises:
+            TrainingPreempted: on every process, when training stopped on request; the
+                checkpoint of the last iteration is written before.
+        """
         super().train(self.start_iter, self.max_iter)
+        if self.stopped:
+            raise TrainingPreempted(self.iter, self._save_stop_checkpoint())
         if comm.is_main_process():
             write_results(
                 self._last_eval_results, os.path.join(self.cfg.OUTPUT_DIR, "results.json")
             )
         return self._last_eval_results
+
+    def _save_stop_checkpoint(self) -> str:
+        """Save iteration ``iter`` as the periodic checkpointer does (unless it just did) on the
+        main process; every process waits for it, so none exits before it is written."""
+        name = f"model_{self.iter:07d}"
+        path = os.path.join(self.cfg.OUTPUT_DIR, f"{name}.pth")
+        if comm.is_main_process() and self.checkpointer.get_checkpoint_file() != path:
+            self.checkpointer.save(name, iteration=self.iter)
+        comm.synchronize()
+        return path
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self._trainer.request_stop()  # whose loss gather tells every process
+
+    def stop_agreed(self) -> bool:
+        return self._trainer.stop_agreed()
 
     def run_step(self) -> None:
         self._trainer.iter = self.iter

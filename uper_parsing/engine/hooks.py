@@ -1,9 +1,11 @@
-"""Hooks: timing, LR scheduling, checkpointing, evaluation and metric writing."""
+"""Hooks: timing, LR scheduling, checkpointing, evaluation, metric writing, stopping on signals."""
 
 from __future__ import annotations
 
 import datetime
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +16,7 @@ from fvcore.common.timer import Timer
 from ..checkpoint import PeriodicCheckpointer as _PeriodicCheckpointer
 from ..utils import comm
 from ..utils.events import EventWriter
-from .train_loop import HookBase
+from .train_loop import PREEMPTION_SIGNALS, HookBase
 
 __all__ = [
     "IterationTimer",
@@ -22,6 +24,7 @@ __all__ = [
     "PeriodicWriter",
     "PeriodicCheckpointer",
     "EvalHook",
+    "StopOnSignal",
     "flatten_results_dict",
 ]
 
@@ -203,3 +206,39 @@ class EvalHook(HookBase):
     def after_train(self) -> None:
         if self.trainer.iter >= self.trainer.max_iter:  # not after a failed run
             self._do_eval()
+
+
+class StopOnSignal(HookBase):
+    """While training, each of ``signals`` (default SIGTERM and SIGUSR1, what schedulers such as
+    SLURM send before killing a job) asks the trainer to stop after the current iteration
+    (``trainer.request_stop()``: the handler only sets a flag, no I/O). The handlers are
+    installed in ``before_train`` and the previous ones restored in ``after_train``.
+
+    Python handles signals in the main thread only: a trainer running in another thread trains
+    without them (with a warning).
+    """
+
+    def __init__(self, signals: Sequence[int] = PREEMPTION_SIGNALS) -> None:
+        self._signals = tuple(signals)
+        self._previous: dict[int, Any] = {}
+        self.received: list[int] = []  # signal numbers, in order of arrival
+
+    def before_train(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("Training outside the main thread: stop signals are not handled")
+            return
+        for sig in self._signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        self.trainer.request_stop()
+
+    def after_train(self) -> None:
+        for sig, handler in self._previous.items():
+            # None: a handler not installed from Python, which cannot be put back; use the default
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+        if self.received:
+            names = ", ".join(signal.Signals(s).name for s in self.received)
+            logger.info("Received %s while training", names)

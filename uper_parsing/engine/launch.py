@@ -3,15 +3,22 @@
 ``train_net.py --num-gpus N`` spawns N processes here; ``torchrun`` starts them itself, and then
 ``launch`` only joins the process group. Without CUDA the processes use the gloo backend on the
 CPU (that is how the multi-process tests run).
+
+A process whose training stopped on request (:class:`TrainingPreempted`) exits with
+``PREEMPTED_EXIT_CODE``, and ``launch`` raises ``TrainingPreempted`` in the launching process,
+which also passes SIGTERM / SIGUSR1 it receives on to the processes it spawned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +27,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..utils import comm
+from .train_loop import PREEMPTED_EXIT_CODE, PREEMPTION_SIGNALS, TrainingPreempted
 
 __all__ = ["launch", "DEFAULT_TIMEOUT"]
 
@@ -64,6 +72,9 @@ def launch(
         dist_url: rendezvous address such as ``tcp://10.0.0.1:29500``, the same on every machine;
             ``None`` or ``"auto"`` picks a free local port (single machine only).
         args: positional arguments of ``main_func`` (picklable).
+
+    Raises:
+        TrainingPreempted: a spawned process stopped training on request (the others did too).
     """
     if _started_by_torchrun():
         _run_from_torchrun(main_func, args, timeout)
@@ -76,13 +87,44 @@ def launch(
         if num_machines != 1:
             raise ValueError("dist_url must be given explicitly when num_machines > 1")
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    mp.start_processes(
+    context = mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
         args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
         daemon=False,
         start_method="spawn",
+        join=False,
     )
+    with _forwarding_signals([p.pid for p in context.processes], PREEMPTION_SIGNALS):
+        try:
+            # the grace period lets the other processes, which agreed to stop, exit by themselves
+            while not context.join(grace_period=60):
+                pass
+        except mp.ProcessExitedException as error:
+            if error.exit_code == PREEMPTED_EXIT_CODE:
+                raise TrainingPreempted() from None
+            raise
+
+
+@contextlib.contextmanager
+def _forwarding_signals(pids: Sequence[int], signals: Sequence[int]) -> Iterator[None]:
+    """Send ``signals`` this process receives on to ``pids`` (a scheduler may signal only the
+    launching process); the previous handlers are restored afterwards."""
+
+    def forward(signum: int, frame: object) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _run_from_torchrun(main_func: Callable[..., Any], args: tuple, timeout: timedelta) -> None:
@@ -138,19 +180,24 @@ def _distributed_worker(
         logger.error("Process group URL: %s", dist_url)
         raise
     comm.synchronize()
+    exit_code = 0
     try:
         main_func(*args)
+    except TrainingPreempted as stop:
+        logger.info("%s", stop)
+        exit_code = PREEMPTED_EXIT_CODE
     finally:
         dist.destroy_process_group()
-    _exit_after_success()
+    _exit_quietly(exit_code)
 
 
-def _exit_after_success() -> None:
-    """End a spawned worker whose work is done and written. gloo sometimes aborts during
+def _exit_quietly(exit_code: int) -> None:
+    """End a spawned worker whose work is done and written (``exit_code`` 0, or
+    ``PREEMPTED_EXIT_CODE``: saved after a stop request). gloo sometimes aborts during
     interpreter shutdown after ``destroy_process_group`` (SIGABRT, seen about once in 10-20
     two-process runs), which ``start_processes`` would report as a failed run; flushing the logs
-    and leaving with ``os._exit(0)`` skips that shutdown. Errors never reach this point."""
+    and leaving with ``os._exit`` skips that shutdown. Errors never reach this point."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(exit_code)

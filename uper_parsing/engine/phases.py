@@ -17,6 +17,10 @@ other tasks, with the rest of the network fixed):
 phase continues from ``OUTPUT_DIR/last_checkpoint``; a first phase that trains (again) is followed
 by a texture phase from its new weights. Each phase re-seeds the RNGs (``SEED >= 0``), so a
 texture phase started after a resume equals the one of an uninterrupted run.
+
+A stop request (``TrainingPreempted``, raised by ``DefaultTrainer.train`` after saving) ends the
+schedule where it is: a first phase stopped early is continued by ``resume`` and the texture phase
+does not start before it has finished.
 """
 
 from __future__ import annotations
@@ -47,7 +51,11 @@ def train_model(
     cfg: CfgNode, *, resume: bool, trainer_cls: type[DefaultTrainer] = DefaultTrainer
 ) -> tuple[OrderedDict[str, Any], nn.Module]:
     """Train as ``cfg`` says (see the module docstring). Returns the final evaluation results
-    ``{task: {metric: value}}`` (also in ``OUTPUT_DIR/results.json``) and the trained model."""
+    ``{task: {metric: value}}`` (also in ``OUTPUT_DIR/results.json``) and the trained model.
+
+    Raises:
+        TrainingPreempted: training stopped on request, in whichever phase ran.
+    """
     if cfg.MODEL.MULTITASK.TEXTURE_PHASE_ITERS <= 0:
         trainer = trainer_cls(cfg)
         trainer.resume_or_load(resume=resume)

@@ -2,12 +2,20 @@
 
 ``SimpleTrainer`` does one plain optimisation step per iteration; ``AMPTrainer`` does it under
 ``torch.autocast``. Everything else (LR schedule, checkpoints, evaluation, logging) is a hook.
+
+Stopping early (preemption): ``trainer.request_stop()`` (what the ``hooks.StopOnSignal`` handler
+calls on SIGTERM / SIGUSR1) only sets a flag. The flag travels with the per-step gather of the
+losses, so every process learns in the same step that some process asked, and the loop ends after
+that step on all of them (``trainer.stopped``). ``DefaultTrainer`` then saves that iteration's
+checkpoint and raises :class:`TrainingPreempted`; ``train_net.py`` exits with
+:data:`PREEMPTED_EXIT_CODE`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,9 +29,39 @@ from ..solver.build import GradientClipper
 from ..utils import comm
 from ..utils.events import EventStorage, get_event_storage
 
-__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
+__all__ = [
+    "HookBase",
+    "TrainerBase",
+    "SimpleTrainer",
+    "AMPTrainer",
+    "PREEMPTED_EXIT_CODE",
+    "PREEMPTION_SIGNALS",
+    "TrainingPreempted",
+]
 
 logger = logging.getLogger(__name__)
+
+# sysexits.h's EX_TEMPFAIL ("temporary failure, try again later"): a preempted run is not an error
+# (1), nor a usage error (2), nor a death by signal (128 + N, what a run killed before it could save
+# reports), so a requeueing job script can tell "saved, resume me" from everything else.
+PREEMPTED_EXIT_CODE = 75
+
+# what schedulers send before killing a job (SLURM: SIGTERM at the end, SIGUSR1 via --signal)
+PREEMPTION_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
+
+
+class TrainingPreempted(Exception):  # noqa: N818 (a stop on request, not an error)
+    """Training stopped on request after iteration ``iteration`` (None in a launcher process that
+    did not train), whose checkpoint ``checkpoint`` continues it with ``--resume``."""
+
+    def __init__(self, iteration: int | None = None, checkpoint: str | None = None) -> None:
+        where = f" after iteration {iteration}" if iteration is not None else ""
+        saved = f"; resume from {checkpoint}" if checkpoint else ""
+        super().__init__(f"Training stopped on request{where}{saved}")
+        self.iteration = iteration
+        self.checkpoint = checkpoint
 
 
 class HookBase:
@@ -38,7 +76,9 @@ class HookBase:
             hook.before_step()
             trainer.run_step()
             hook.after_step()
-        iter += 1
+            if a stop was requested (and agreed by every process): break  # iter stays
+        else:
+            iter += 1
         hook.after_train()   # also after an exception
     """
 
@@ -48,8 +88,8 @@ class HookBase:
         """Called once before the first iteration."""
 
     def after_train(self) -> None:
-        """Called once after the last iteration, or after training stopped on an exception
-        (then ``trainer.iter < trainer.max_iter``)."""
+        """Called once after the last iteration, or after training stopped on an exception or on
+        request (then ``trainer.iter < trainer.max_iter``; ``trainer.stopped`` on request)."""
 
     def before_step(self) -> None:
         """Called before each iteration."""
@@ -66,6 +106,8 @@ class TrainerBase:
         start_iter: the iteration training (re)started at.
         max_iter: training stops before this iteration.
         storage: the :class:`EventStorage` open during training.
+        stop_requested: this process asked to stop (:meth:`request_stop`).
+        stopped: training ended on request, after iteration ``iter`` (which completed).
     """
 
     def __init__(self) -> None:
@@ -74,6 +116,8 @@ class TrainerBase:
         self.start_iter = 0
         self.max_iter = 0
         self.storage: EventStorage
+        self.stop_requested = False
+        self.stopped = False
 
     def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
         """Append hooks (``None`` entries are skipped); they run in registration order."""
@@ -97,13 +141,31 @@ class TrainerBase:
                     self.before_step()
                     self.run_step()
                     self.after_step()
-                # iter == max_iter marks a completed run for the after_train hooks
-                self.iter = max(start_iter, max_iter)
+                    if self.iter + 1 < max_iter and self.stop_agreed():
+                        logger.info("Stopping on request after iteration %d", self.iter)
+                        self.stopped = True
+                        break
+                else:
+                    # iter == max_iter marks a completed run for the after_train hooks
+                    self.iter = max(start_iter, max_iter)
             except Exception:
                 logger.exception("Exception during training at iteration %d:", self.iter)
                 raise
             finally:
                 self.after_train()
+
+    def request_stop(self) -> None:
+        """Ask training to stop after the current iteration, saved. Only sets a flag, so a signal
+        handler may call it."""
+        self.stop_requested = True
+
+    def stop_agreed(self) -> bool:
+        """Whether some process had asked to stop by the iteration that just ran: the same answer
+        on every process. Here one gather a step with several processes; ``SimpleTrainer``
+        answers from the gather of its losses instead."""
+        if comm.get_world_size() == 1:
+            return self.stop_requested
+        return any(comm.all_gather(self.stop_requested))
 
     def before_train(self) -> None:
         for h in self._hooks:
@@ -144,7 +206,8 @@ class SimpleTrainer(TrainerBase):
 
     Writes ``total_loss``, each loss (averaged over processes) and ``data_time`` (max over
     processes) to the storage. A non-finite loss on any process raises ``FloatingPointError`` on
-    every process before the optimizer step, naming the iteration and the losses.
+    every process before the optimizer step, naming the iteration and the losses. The same gather
+    carries each process's ``stop_requested``, which :meth:`stop_agreed` reports.
     """
 
     def __init__(
@@ -170,6 +233,10 @@ class SimpleTrainer(TrainerBase):
         self._data_loader_iter_obj: Iterator[Any] | None = None
         self.optimizer = optimizer
         self.grad_clip = grad_clip
+        self._stop_agreed = False
+
+    def stop_agreed(self) -> bool:
+        return self._stop_agreed
 
     @property
     def data_loader(self) -> Iterable[Any]:
@@ -217,11 +284,16 @@ class SimpleTrainer(TrainerBase):
         self._clip_and_step()
 
     def _write_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
-        """Gather the losses of all processes, raise on a non-finite one, write the averages."""
+        """Gather the losses (and stop requests) of all processes, raise on a non-finite loss,
+        write the averages."""
         names = list(loss_dict)
         values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
         local = dict(zip(names, values.cpu().tolist()))
-        all_metrics = comm.all_gather((local, data_time))  # every rank sees every rank's losses
+        stop = self.stop_requested  # read once: a signal may set it during the gather
+        # every rank sees every rank's losses and stop request
+        gathered = comm.all_gather((local, data_time, stop))
+        self._stop_agreed = any(s for _, _, s in gathered)
+        all_metrics = [(metrics, t) for metrics, t, _ in gathered]
 
         bad = {
             rank: metrics
