@@ -123,6 +123,23 @@ def test_resume_after_the_first_phase_does_not_train_it_again(tiny_data, tmp_pat
     assert (tmp_path / "first_phase/model_final.pth").read_bytes() == first_bytes["model_final.pth"]
 
 
+def test_resume_skips_a_damaged_first_phase_checkpoint(tiny_data, tmp_path, uper_logs):  # noqa: F811
+    """A truncated first-phase model_final is named in a warning and the newest good checkpoint
+    (the period's, at the last iteration) counts as the finished first phase."""
+    cfg = _cfg(tmp_path, **{"SOLVER.CHECKPOINT_PERIOD": 1})
+    train_model(cfg, resume=False)
+    final = tmp_path / "first_phase/model_final.pth"
+    final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])
+    (tmp_path / "last_checkpoint").unlink()
+    (tmp_path / "model_final.pth").unlink()
+
+    train_model(cfg, resume=True)
+    messages = [r.getMessage() for r in uper_logs]
+    assert any(f"Cannot resume from {final}" in m for m in messages)
+    assert any("First phase already trained" in m and "model_0000001.pth" in m for m in messages)
+    assert (tmp_path / "model_final.pth").is_file()
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [

@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import read_weights_file
+from ..checkpoint import Checkpointer, read_weights_file
 from ..checkpoint.checkpointer import LAST_CHECKPOINT
 from ..config import CfgNode
 from ..modeling.meta_arch.build import META_ARCH_REGISTRY
@@ -155,12 +155,9 @@ def _train_first_phase(
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
-    """The checkpoint ``output_dir/last_checkpoint`` names, if any."""
-    tag = os.path.join(output_dir, LAST_CHECKPOINT)
-    if not os.path.isfile(tag):
-        return None
-    with open(tag, encoding="utf-8") as f:
-        return os.path.join(output_dir, f.read().strip())
+    """The checkpoint ``--resume`` would continue in ``output_dir`` (the one ``last_checkpoint``
+    names, or the newest good one when that is damaged), if any."""
+    return Checkpointer(nn.Identity(), output_dir, save_to_disk=False).get_checkpoint_file() or None
 
 
 def _iterations_done(checkpoint: str) -> int:
