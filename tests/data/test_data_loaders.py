@@ -1,15 +1,18 @@
+import itertools
+
 import pytest
 import torch
 
 from uper_parsing.config import get_cfg
 from uper_parsing.data import (
-    AspectRatioGroupedDataset,
     DatasetCatalog,
     MetadataCatalog,
     build_test_loader,
     build_train_loader,
     get_dataset_dicts,
+    train_stream,
 )
+from uper_parsing.data.samplers import GroupedBatchSampler
 from uper_parsing.utils import comm
 
 
@@ -75,15 +78,35 @@ def test_test_loader_covers_dataset_once(tiny_synthetic):
 
 
 def test_aspect_ratio_grouping():
-    def fake(h, w):
-        return {"image": torch.zeros(3, h, w)}
+    sizes = [(10, 20), (20, 10), (10, 10), (30, 10), (5, 50), (20, 40)]  # (h, w)
+    groups = [int(h > w) for h, w in sizes]
+    batches = list(itertools.islice(GroupedBatchSampler(range(6), groups, 2), 3))
+    assert batches == [[0, 2], [1, 3], [4, 5]]  # each bucket yields when it holds two
 
-    stream = [fake(10, 20), fake(20, 10), fake(10, 10), fake(30, 10), fake(5, 50), fake(20, 40)]
-    batches = list(AspectRatioGroupedDataset(stream, 2))
-    assert len(batches) == 3
-    for batch in batches:
-        wide = [d["image"].shape[2] >= d["image"].shape[1] for d in batch]
-        assert len(set(wide)) == 1
+
+def _same_batches(a, b) -> None:
+    assert len(a) == len(b)
+    for x_batch, y_batch in zip(a, b):
+        assert [d["file_name"] for d in x_batch] == [d["file_name"] for d in y_batch]
+        for x, y in zip(x_batch, y_batch):
+            assert torch.equal(x["image"], y["image"]) and torch.equal(x["sem_seg"], y["sem_seg"])
+
+
+@pytest.mark.parametrize("grouping", [True, False])
+def test_stream_is_a_function_of_the_batch_number(tiny_synthetic, grouping):
+    """The same batches (files, augmentations) with 0 or 2 workers, and from batch k on when the
+    stream starts at k: what a resumed run reads."""
+    train, _ = tiny_synthetic
+    cfg = _cfg(train)
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = grouping
+    reference = _first_batches(build_train_loader(cfg), 5)
+    cfg.DATALOADER.NUM_WORKERS = 2
+    _same_batches(_first_batches(build_train_loader(cfg), 5), reference)
+    loader = build_train_loader(cfg)
+    stream = train_stream(loader)
+    assert stream.state_dict() == {"seed": 5, "batch_size": 4, "world_size": 1}
+    stream.start = 3
+    _same_batches(_first_batches(loader, 2), reference[3:])
 
 
 def test_get_dataset_dicts_checks(tiny_synthetic, fresh_name):

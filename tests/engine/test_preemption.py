@@ -85,7 +85,13 @@ def test_signal_saves_the_iteration_and_resume_continues_it(tmp_path, stop_at, s
     assert (out / "last_checkpoint").read_text() == name
     saved = torch.load(out / name, weights_only=True)
     assert saved["iteration"] == stop_at
-    assert set(saved) == {"model", "optimizer", "scheduler", "iteration"}  # a periodic one's
+    assert set(saved) == {
+        "model",
+        "optimizer",
+        "scheduler",
+        "data_stream",
+        "iteration",
+    }  # a periodic one's
     assert saved["scheduler"]["last_epoch"] == stop_at + 1
     assert not (out / "results.json").exists()  # not evaluated
     del stopped
@@ -168,25 +174,68 @@ def datasets_dir(tmp_path_factory) -> Path:
 
 
 def _train_net(datasets: Path, out: Path, console: Path, *opts: str) -> subprocess.Popen:
-    """train_net.py on the smallest quickstart, 8 small iterations, its console output in
-    ``console``."""
+    """train_net.py on the smallest quickstart, 8 small iterations with 2 loader workers and a
+    fixed seed, its console output in ``console``; in a new session, so that ``os.killpg`` reaches
+    the loader workers too."""
     env = dict(os.environ, UPER_PARSING_DATASETS=str(datasets), OMP_NUM_THREADS="1")
     config = "configs/quickstart/semantic_fpn_R18_synthetic.yaml"
     cmd = [sys.executable, str(ROOT / "train_net.py"), "--config-file", config, *opts,
            "SOLVER.MAX_ITER", "8", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.IMS_PER_BATCH", "2",
-           "INPUT.CROP.SIZE", "[64, 64]", "DATALOADER.NUM_WORKERS", "0",
+           "INPUT.CROP.SIZE", "[64, 64]", "DATALOADER.NUM_WORKERS", "2", "SEED", "7",
            "TEST.VIS_NUM_IMAGES", "0", "DATASETS.TEST", "()", "OUTPUT_DIR", str(out)]  # fmt: skip
     with console.open("w") as f:  # a file, not a pipe: nobody reads while it trains
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
-def test_train_net_exits_with_the_preempted_code_and_resumes(datasets_dir, tmp_path):
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "model_final.pth", weights_only=True)["model"]
+
+
+def _assert_bitwise_equal(weights: dict, reference: dict) -> None:
+    assert weights.keys() == reference.keys()
+    differ = [k for k in reference if not torch.equal(weights[k], reference[k])]
+    assert not differ, f"{len(differ)} of {len(reference)} tensors differ, e.g. {differ[:3]}"
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, console: Path) -> None:
+    deadline = time.monotonic() + 240
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before {path.name}: {console.read_text()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(datasets_dir, tmp_path_factory) -> dict[str, torch.Tensor]:
+    """Final weights of the run the interrupted ones must reproduce."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    proc = _train_net(datasets_dir, out, out / "console.txt")
+    assert proc.wait(timeout=240) == 0, (out / "console.txt").read_text()[-4000:]
+    return _final_weights(out)
+
+
+def test_sigkill_then_resume_equals_the_uninterrupted_run(datasets_dir, tmp_path, uninterrupted):
+    """Killed without warning (SIGKILL to the process and its loader workers) after the
+    checkpoint of iteration 3, then resumed: the same data, augmentations and model randomness
+    as without the kill, so the same weights, bit for bit (CPU)."""
     out, console = tmp_path / "run", tmp_path / "console.txt"
     proc = _train_net(datasets_dir, out, console)
-    first = out / "model_0000001.pth"  # the first periodic checkpoint: training is under way
-    deadline = time.monotonic() + 240
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for(out / "model_0000003.pth", proc, console)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    resumed = _train_net(datasets_dir, out, console, "--resume")
+    assert resumed.wait(timeout=240) == 0, console.read_text()[-4000:]
+    log = (out / "log.txt").read_text()
+    assert "The data stream continues at batch" in log
+    _assert_bitwise_equal(_final_weights(out), uninterrupted)
+
+
+def test_train_net_exits_with_the_preempted_code_and_resumes(datasets_dir, tmp_path, uninterrupted):
+    out, console = tmp_path / "run", tmp_path / "console.txt"
+    proc = _train_net(datasets_dir, out, console)
+    # the first periodic checkpoint: training is under way
+    _wait_for(out / "model_0000001.pth", proc, console)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT_CODE, console.read_text()[-4000:]
@@ -202,3 +251,4 @@ def test_train_net_exits_with_the_preempted_code_and_resumes(datasets_dir, tmp_p
     assert f"Resuming training at iteration {stop_iter + 1}" in (out / "log.txt").read_text()
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 7
+    _assert_bitwise_equal(_final_weights(out), uninterrupted)  # the run that would have happened

@@ -6,13 +6,14 @@ is read from disk until a dataset is loaded.
 
 from . import datasets  # noqa: F401  (registers the builtin datasets)
 from .build import (
-    AspectRatioGroupedDataset,
     MapDataset,
     SerializedList,
+    TrainStream,
     build_multitask_train_loader,
     build_test_loader,
     build_train_loader,
     get_dataset_dicts,
+    train_stream,
     trivial_batch_collator,
     worker_init_reset_seed,
 )
@@ -55,7 +56,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "AspectRatioGroupedDataset",
+    "TrainStream",
+    "train_stream",
     "DatasetCatalog",
     "InferenceSampler",
     "MAPPER_REGISTRY",

@@ -15,9 +15,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..utils import comm
+from ..utils.env import derived_seed, seed_all_rng
 from .catalog import DatasetCatalog, MetadataCatalog
 from .mappers import build_mapper
-from .samplers import InferenceSampler, SourceBatchSampler, TrainingSampler
+from .samplers import (
+    BatchSampler,
+    GroupedBatchSampler,
+    InferenceSampler,
+    SourceBatchSampler,
+    TrainingSampler,
+)
 
 __all__ = [
     "get_dataset_dicts",
@@ -28,7 +35,8 @@ __all__ = [
     "worker_init_reset_seed",
     "SerializedList",
     "MapDataset",
-    "AspectRatioGroupedDataset",
+    "TrainStream",
+    "train_stream",
 ]
 
 logger = logging.getLogger(__name__)
@@ -118,44 +126,58 @@ class MapDataset(Dataset):
         return self._mapper(self._items[index])
 
 
-class _SampledStream(IterableDataset):
-    """Mapped items in the order of ``sampler``; each loader worker takes every n-th index."""
+class TrainStream(IterableDataset):
+    """This process's training batches: the batches of indices of ``batch_sampler`` from batch
+    ``start`` on, each item mapped with Python's, NumPy's and torch's generators seeded from
+    (``seed``, rank, batch number, position in the batch).
 
-    def __init__(self, dataset: Dataset, sampler: Iterable[int]) -> None:
+    The stream is therefore a function of the seed and the batch number alone: the same with any
+    number of loader workers (worker w of n maps the batches j = start + w mod n, and the loader
+    takes the workers in turn from worker 0), and a run resumed after k iterations continues it
+    exactly by setting ``start`` to k (``DefaultTrainer.resume_or_load``). ``state_dict`` is what
+    a checkpoint keeps of it.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_sampler: Iterable[list[int]],
+        *,
+        seed: int,
+        batch_size: int,
+        world_size: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         self._dataset = dataset
-        self._sampler = sampler
+        self._batch_sampler = batch_sampler
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.world_size = comm.get_world_size() if world_size is None else int(world_size)
+        self.rank = comm.get_rank() if rank is None else int(rank)
+        self.start = 0
 
-    def __iter__(self) -> Iterator[Any]:
+    def state_dict(self) -> dict[str, int]:
+        """The seed and the layout the stream depends on (the batch number is the iteration)."""
+        return {"seed": self.seed, "batch_size": self.batch_size, "world_size": self.world_size}
+
+    def __iter__(self) -> Iterator[list[Any]]:
         info = get_worker_info()
-        indices = iter(self._sampler)
-        if info is not None and info.num_workers > 1:
-            indices = itertools.islice(indices, info.id, None, info.num_workers)
-        for index in indices:
-            yield self._dataset[index]
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        batches = itertools.islice(iter(self._batch_sampler), self.start, None)
+        for j, batch in enumerate(batches, self.start):
+            if (j - self.start) % workers == worker:  # the loader takes worker 0 first
+                yield [self._map(j, i, index) for i, index in enumerate(batch)]
+
+    def _map(self, batch_number: int, position: int, index: int) -> Any:
+        seed_all_rng(derived_seed(self.seed, self.rank, batch_number, position))
+        return self._dataset[index]
 
 
-class AspectRatioGroupedDataset(IterableDataset):
-    """Batch mapped dicts so that a batch holds only landscape (width >= height) or only portrait
-    images, which keeps padding small. Yields ``list[dict]`` of ``batch_size``."""
-
-    def __init__(self, dataset: Iterable[dict], batch_size: int) -> None:
-        self._dataset = dataset
-        self._batch_size = batch_size
-        self._buckets: list[list[dict]] = [[], []]
-
-    @staticmethod
-    def _bucket(d: dict) -> int:
-        h, w = d["image"].shape[-2:] if "image" in d else (d["height"], d["width"])
-        return 0 if w >= h else 1
-
-    def __iter__(self) -> Iterator[list[dict]]:
-        for d in self._dataset:
-            bucket = self._buckets[self._bucket(d)]
-            bucket.append(d)
-            if len(bucket) == self._batch_size:
-                batch = bucket[:]
-                bucket.clear()
-                yield batch
+def train_stream(loader: Any) -> TrainStream | None:
+    """The ``TrainStream`` a training loader of ``build_train_loader`` reads (None for other
+    iterables, e.g. a benchmark's repeated batch)."""
+    dataset = getattr(loader, "dataset", None)
+    return dataset if isinstance(dataset, TrainStream) else None
 
 
 def trivial_batch_collator(batch: list[Any]) -> list[Any]:
@@ -244,31 +266,25 @@ def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -
             f"DATALOADER.SAMPLER_TRAIN = {name!r} is not one of {list(_TRAIN_SAMPLERS)}"
         )
     sampler = _TRAIN_SAMPLERS[name](len(dicts), shuffle=True, seed=seed)
-    stream = _SampledStream(MapDataset(SerializedList(dicts), mapper), sampler)
-    common = _worker_options(cfg, seed)
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
-        loader = DataLoader(stream, batch_size=None, collate_fn=_identity, **common)
-        return AspectRatioGroupedDataset(loader, batch_size)
-    return DataLoader(
-        stream, batch_size=batch_size, drop_last=True, collate_fn=trivial_batch_collator, **common
-    )
+        batches = GroupedBatchSampler(sampler, [_is_portrait(d) for d in dicts], batch_size)
+    else:
+        batches = BatchSampler(sampler, batch_size)
+    dataset = MapDataset(SerializedList(dicts), mapper)
+    stream = TrainStream(dataset, batches, seed=seed, batch_size=batch_size)
+    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg, seed))
 
 
-class _BatchStream(IterableDataset):
-    """Mapped batches in the order of a batch sampler; each loader worker maps every n-th batch
-    (the loader takes the workers in turn, so the batch order is kept)."""
-
-    def __init__(self, dataset: Dataset, batch_sampler: Iterable[list[int]]) -> None:
-        self._dataset = dataset
-        self._batch_sampler = batch_sampler
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        info = get_worker_info()
-        batches = iter(self._batch_sampler)
-        if info is not None and info.num_workers > 1:
-            batches = itertools.islice(batches, info.id, None, info.num_workers)
-        for batch in batches:
-            yield [self._dataset[i] for i in batch]
+def _is_portrait(d: dict) -> int:
+    """1 for an image taller than wide, 0 otherwise (the dataset dict's ``height`` / ``width``),
+    the group of ``DATALOADER.ASPECT_RATIO_GROUPING``."""
+    if "height" not in d or "width" not in d:
+        raise ValueError(
+            f"Dataset dict of {d.get('file_name')} has no 'height' / 'width', which "
+            "DATALOADER.ASPECT_RATIO_GROUPING groups by: add them when registering the dataset, "
+            "or set DATALOADER.ASPECT_RATIO_GROUPING False"
+        )
+    return int(d["height"] > d["width"])
 
 
 def source_indices(dicts: Sequence[dict]) -> dict[str, list[int]]:
@@ -329,7 +345,10 @@ def build_multitask_train_loader(
         source_indices(dicts), batch_size, seed, rank=rank, world_size=world
     )
     logger.info("Multi-task sources: %s", {n: len(i) for n, i in source_indices(dicts).items()})
-    stream = _BatchStream(MapDataset(SerializedList(dicts), mapper), sampler)
+    dataset = MapDataset(SerializedList(dicts), mapper)
+    stream = TrainStream(
+        dataset, sampler, seed=seed, batch_size=batch_size, world_size=world, rank=rank
+    )
     return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg, seed))
 
 

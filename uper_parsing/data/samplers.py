@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,13 @@ from torch.utils.data.sampler import Sampler
 
 from ..utils import comm
 
-__all__ = ["TrainingSampler", "InferenceSampler", "SourceBatchSampler"]
+__all__ = [
+    "TrainingSampler",
+    "InferenceSampler",
+    "SourceBatchSampler",
+    "BatchSampler",
+    "GroupedBatchSampler",
+]
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -154,3 +160,42 @@ class SourceBatchSampler:
         for k in self.source_stream():
             batch = list(itertools.islice(streams[k], total))
             yield batch[begin : begin + self._batch_size]
+
+
+class BatchSampler:
+    """Endless batches of ``batch_size`` consecutive indices of an endless ``sampler``."""
+
+    def __init__(self, sampler: Iterable[int], batch_size: int) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self._sampler = sampler
+        self._batch_size = int(batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = iter(self._sampler)
+        while True:
+            yield list(itertools.islice(indices, self._batch_size))
+
+
+class GroupedBatchSampler:
+    """Endless batches of indices of one group each (detectron2's ``GroupedBatchSampler``): the
+    indices of ``sampler`` in order, each put into the bucket of ``group_ids[index]``, a bucket
+    yielded when it holds ``batch_size``. Grouping landscape and portrait images apart keeps the
+    padding of a batch small; doing it on indices keeps the batch stream a function of the
+    sampler alone."""
+
+    def __init__(self, sampler: Iterable[int], group_ids: Sequence[int], batch_size: int) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self._sampler = sampler
+        self._group_ids = np.asarray(group_ids)
+        self._batch_size = int(batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        buckets: dict[int, list[int]] = {}
+        for index in self._sampler:
+            bucket = buckets.setdefault(int(self._group_ids[index]), [])
+            bucket.append(index)
+            if len(bucket) == self._batch_size:
+                yield bucket[:]
+                bucket.clear()

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -202,6 +202,30 @@ def _checkpoint_metadata(cfg: Any) -> dict[str, Any] | None:
     return model_metadata(metadata) if metadata.get("evaluator_type") == "multitask" else None
 
 
+def _train_stream(loader: Any) -> Any:
+    """``data.train_stream`` (imported when first needed, as the loader builders are)."""
+    from ..data import train_stream as stream_of
+
+    return stream_of(loader)
+
+
+class _StreamState:
+    """Checkpoint entry ``data_stream``: the training stream's seed and layout
+    (``TrainStream.state_dict``; empty for another loader). Loading only keeps the state for
+    ``DefaultTrainer.resume_or_load``, which knows the iteration to continue at."""
+
+    def __init__(self, loader: Callable[[], Any]) -> None:
+        self._loader = loader
+        self.loaded: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        stream = _train_stream(self._loader())
+        return stream.state_dict() if stream is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loaded = dict(state)
+
+
 def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
     """Wrap ``model`` in DistributedDataParallel when there is more than one process (CUDA: on
     the model's device; CPU: no device ids). ``find_unused_parameters`` defaults to the model's
@@ -309,7 +333,14 @@ class DefaultTrainer(TrainerBase):
             self._trainer = SimpleTrainer(model, data_loader, optimizer, grad_clip=grad_clip)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        checkpointables: dict[str, Any] = {"optimizer": optimizer, "scheduler": self.scheduler}
+        stream = _train_stream(data_loader)
+        self._trainer.step_seed = stream.seed if stream is not None else None
+        self._stream_state = _StreamState(lambda: self.data_loader)
+        checkpointables: dict[str, Any] = {
+            "optimizer": optimizer,
+            "scheduler": self.scheduler,
+            "data_stream": self._stream_state,
+        }
         grad_scaler = getattr(self._trainer, "grad_scaler", None)
         if grad_scaler is not None:
             checkpointables["grad_scaler"] = grad_scaler
@@ -353,8 +384,38 @@ class DefaultTrainer(TrainerBase):
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = int(checkpoint.get("iteration", -1)) + 1
             logger.info("Resuming training at iteration %d", self.start_iter)
+            self._continue_stream()
         else:
             self.start_iter = 0
+
+    def _continue_stream(self) -> None:
+        """Continue the training stream where the checkpoint left it: its seed, from batch
+        ``start_iter`` (one batch per iteration); a checkpoint without the stream's state, or of
+        another batch size or process count, starts a fresh stream, with a warning."""
+        stream = _train_stream(self.data_loader)
+        if stream is None:
+            return
+        saved = self._stream_state.loaded
+        if not saved:
+            logger.warning(
+                "The checkpoint holds no data-stream state: the training data starts over at "
+                "iteration %d instead of continuing the interrupted run's",
+                self.start_iter,
+            )
+            return
+        layout = {"batch_size": stream.batch_size, "world_size": stream.world_size}
+        if {k: saved.get(k) for k in layout} != layout:
+            logger.warning(
+                "The checkpoint's data stream was read as %s, this run reads it as %s: the "
+                "training data starts a fresh stream at iteration %d",
+                {k: saved.get(k) for k in layout},
+                layout,
+                self.start_iter,
+            )
+            return
+        stream.seed, stream.start = int(saved["seed"]), self.start_iter
+        self._trainer.step_seed = stream.seed
+        logger.info("The data stream continues at batch %d (seed %d)", stream.start, stream.seed)
 
     def build_hooks(self) -> list[hooks.HookBase | None]:
         """The default hooks, in the order they run (see the class docstring)."""

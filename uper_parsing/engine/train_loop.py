@@ -27,6 +27,7 @@ from torch import nn
 
 from ..solver.build import GradientClipper
 from ..utils import comm
+from ..utils.env import derived_seed, seed_all_rng
 from ..utils.events import EventStorage, get_event_storage
 
 __all__ = [
@@ -234,6 +235,10 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.grad_clip = grad_clip
         self._stop_agreed = False
+        # when set, the random generators are seeded from (step_seed, rank, iteration) after each
+        # batch is loaded, so the model's randomness (dropout, sampling) is a function of the
+        # iteration and a resumed run repeats it
+        self.step_seed: int | None = None
 
     def stop_agreed(self) -> bool:
         return self._stop_agreed
@@ -274,6 +279,8 @@ class SimpleTrainer(TrainerBase):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
+        if self.step_seed is not None:
+            seed_all_rng(derived_seed(self.step_seed, comm.get_rank(), self.iter))
 
         with self._autocast():
             loss_dict = _as_loss_dict(self.model(data))

@@ -13,7 +13,13 @@ from datetime import datetime
 import numpy as np
 import torch
 
-__all__ = ["seed_all_rng", "collect_env_info"]
+__all__ = ["seed_all_rng", "derived_seed", "collect_env_info"]
+
+
+def derived_seed(*keys: int) -> int:
+    """A 32-bit seed that is a function of ``keys`` (e.g. run seed, rank, iteration), well mixed
+    (NumPy's ``SeedSequence``), so that nearby keys give unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
 def seed_all_rng(seed: int | None = None) -> int:
