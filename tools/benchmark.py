@@ -251,10 +251,10 @@ def benchmark_inference(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, A
     model.eval()
     device = cfg.MODEL.DEVICE
     if args.batch_size > 0:
-        loader = DefaultTrainer.build_train_loader(cfg)
-        batch = _richest_batch(loader)
-        while len(batch) < args.batch_size:
-            batch = batch + _richest_batch(loader)
+        batches_of_crops = iter(DefaultTrainer.build_train_loader(cfg))
+        batch = []
+        while len(batch) < args.batch_size:  # training crops, from as many batches as needed
+            batch += next(batches_of_crops)
         batch = batch[: args.batch_size]
         batches = itertools.repeat(_unlabelled(batch))
     else:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uper_parsing.layers import stack_padded
+from uper_parsing.modeling.meta_arch.preprocessing import normalize_and_pad, stack_label_maps
 
 __all__ = [
     "inference_step",
@@ -409,24 +409,27 @@ def hf_upernet_inputs(
     ignore_value: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Our semantic training batch as transformers' ``pixel_values`` and ``labels``, prepared as
-    our SemanticSegmentor prepares it: each image moved to the device of ``pixel_mean``,
-    normalised, then the batch padded (images with 0, labels with ``ignore_value``) to multiples
-    of ``SIZE_DIVISIBILITY``.
+    our SemanticSegmentor prepares it (its own ``normalize_and_pad`` and ``stack_label_maps``):
+    each image moved to the device of ``pixel_mean`` and normalised, then the batch padded
+    (images with 0, labels with ``ignore_value``) to multiples of ``SIZE_DIVISIBILITY``.
 
     Args:
         batch: dicts with ``image`` Tensor (3, h_i, w_i) uint8, already in the channel order of
-            ``INPUT.FORMAT`` (the order of the pixel statistics), and ``sem_seg`` (h_i, w_i) int64.
+            ``INPUT.FORMAT`` (the order of the pixel statistics), and ``sem_seg`` (h_i, w_i).
         pixel_mean, pixel_std: Tensor (3, 1, 1) on the 0-255 scale, on the model's device.
 
     Returns: ``pixel_values`` Tensor (N, 3, H, W) float32 and ``labels`` Tensor (N, H, W) int64.
     """
-    device = pixel_mean.device
-    images = [(x["image"].to(device) - pixel_mean) / pixel_std for x in batch]
-    labels = [x["sem_seg"].to(device, dtype=torch.int64) for x in batch]
-    return (
-        stack_padded(images, SIZE_DIVISIBILITY, 0.0),
-        stack_padded(labels, SIZE_DIVISIBILITY, ignore_value),
+    pixel_values, sizes = normalize_and_pad(list(batch), pixel_mean, pixel_std, SIZE_DIVISIBILITY)
+    labels = stack_label_maps(
+        list(batch),
+        "sem_seg",
+        sizes,
+        size_divisibility=SIZE_DIVISIBILITY,
+        ignore_value=ignore_value,
+        device=pixel_mean.device,
     )
+    return pixel_values, labels
 
 
 def hf_upernet_step(
@@ -512,12 +515,11 @@ def inference_step(
     if name == "hf-upernet":
         mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=device).view(-1, 1, 1)
         std = torch.tensor(cfg.MODEL.PIXEL_STD, device=device).view(-1, 1, 1)
-        images = [x["image"] for x in batch]
+        images = list(batch)
 
         def run() -> Any:
             with torch.inference_mode(), torch.autocast(device_type, dtype, amp_dtype is not None):
-                normalised = [(img.to(device, non_blocking=True) - mean) / std for img in images]
-                pixel_values = stack_padded(normalised, SIZE_DIVISIBILITY, 0.0)
+                pixel_values, _ = normalize_and_pad(images, mean, std, SIZE_DIVISIBILITY)
                 return model(pixel_values=pixel_values).logits
 
         return run

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 from .detectron2 import load_torch_file
 from .paths import resolve_weights_path
@@ -38,8 +35,8 @@ def plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def _torch_entries(path: str) -> Any:
     """The top level of a torch file, tensors memory-mapped where the format allows."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError):  # legacy format (no mmap), or not plain
+        return load_torch_file(path, mmap=True)
+    except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
         return load_torch_file(path)
 
 

@@ -198,12 +198,6 @@ def worker_init_reset_seed(worker_id: int) -> None:
     torch.manual_seed(seed)
 
 
-def _worker_generator(seed: int) -> torch.Generator:
-    """Generator of the workers' base seed: distinct per rank, fixed by ``seed``."""
-    state = np.random.SeedSequence([seed, comm.get_rank()]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 def _worker_context(num_workers: int) -> str | None:
     """Start method of loader workers: "fork" where the platform has it.
 
@@ -218,16 +212,15 @@ def _worker_context(num_workers: int) -> str | None:
     return None
 
 
-def _worker_options(cfg: Any, seed: int) -> dict[str, Any]:
+def _worker_options(cfg: Any) -> dict[str, Any]:
     """DataLoader arguments of the training loaders: ``DATALOADER.NUM_WORKERS`` persistent
-    workers, seeded from ``seed`` and the rank; batches in pinned memory when
-    ``DATALOADER.PIN_MEMORY`` and CUDA is present (the model's copies are then asynchronous)."""
+    workers (no per-worker seeding: ``TrainStream`` seeds every item by its position); batches
+    in pinned memory when ``DATALOADER.PIN_MEMORY`` and CUDA is present (the model's copies are
+    then asynchronous)."""
     workers = cfg.DATALOADER.NUM_WORKERS
     return {
         "pin_memory": bool(cfg.DATALOADER.PIN_MEMORY) and torch.cuda.is_available(),
         "num_workers": workers,
-        "worker_init_fn": worker_init_reset_seed,
-        "generator": _worker_generator(seed),
         "persistent_workers": workers > 0,
         "multiprocessing_context": _worker_context(workers),
     }
@@ -272,7 +265,7 @@ def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -
         batches = BatchSampler(sampler, batch_size)
     dataset = MapDataset(SerializedList(dicts), mapper)
     stream = TrainStream(dataset, batches, seed=seed, batch_size=batch_size)
-    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg, seed))
+    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
 
 
 def _is_portrait(d: dict) -> int:
@@ -349,7 +342,7 @@ def build_multitask_train_loader(
     stream = TrainStream(
         dataset, sampler, seed=seed, batch_size=batch_size, world_size=world, rank=rank
     )
-    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg, seed))
+    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
 
 
 def build_test_loader(

@@ -404,11 +404,12 @@ class DefaultTrainer(TrainerBase):
             )
             return
         layout = {"batch_size": stream.batch_size, "world_size": stream.world_size}
-        if {k: saved.get(k) for k in layout} != layout:
+        saved_layout = {k: saved.get(k) for k in layout}
+        if saved_layout != layout:
             logger.warning(
                 "The checkpoint's data stream was read as %s, this run reads it as %s: the "
                 "training data starts a fresh stream at iteration %d",
-                {k: saved.get(k) for k in layout},
+                saved_layout,
                 layout,
                 self.start_iter,
             )
@@ -469,7 +470,7 @@ class DefaultTrainer(TrainerBase):
         main process; every process waits for it, so none exits before it is written."""
         name = f"model_{self.iter:07d}"
         path = os.path.join(self.cfg.OUTPUT_DIR, f"{name}.pth")
-        if comm.is_main_process() and self.checkpointer.get_checkpoint_file() != path:
+        if comm.is_main_process() and self.checkpointer.tagged_checkpoint_file() != path:
             self.checkpointer.save(name, iteration=self.iter)
         comm.synchronize()
         return path

@@ -16,7 +16,7 @@ from fvcore.common.timer import Timer
 from ..checkpoint import PeriodicCheckpointer as _PeriodicCheckpointer
 from ..utils import comm
 from ..utils.events import EventWriter
-from .train_loop import PREEMPTION_SIGNALS, HookBase
+from .train_loop import PREEMPTION_SIGNALS, HookBase, restore_signal_handlers
 
 __all__ = [
     "IterationTimer",
@@ -235,9 +235,7 @@ class StopOnSignal(HookBase):
         self.trainer.request_stop()
 
     def after_train(self) -> None:
-        for sig, handler in self._previous.items():
-            # None: a handler not installed from Python, which cannot be put back; use the default
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        restore_signal_handlers(self._previous)
         self._previous.clear()
         if self.received:
             names = ", ".join(signal.Signals(s).name for s in self.received)

@@ -27,7 +27,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..utils import comm
-from .train_loop import PREEMPTED_EXIT_CODE, PREEMPTION_SIGNALS, TrainingPreempted
+from .train_loop import (
+    PREEMPTED_EXIT_CODE,
+    PREEMPTION_SIGNALS,
+    TrainingPreempted,
+    restore_signal_handlers,
+)
 
 __all__ = ["launch", "DEFAULT_TIMEOUT"]
 
@@ -123,8 +128,7 @@ def _forwarding_signals(pids: Sequence[int], signals: Sequence[int]) -> Iterator
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        restore_signal_handlers(previous)
 
 
 def _run_from_torchrun(main_func: Callable[..., Any], args: tuple, timeout: timedelta) -> None:

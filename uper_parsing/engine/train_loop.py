@@ -38,6 +38,7 @@ __all__ = [
     "PREEMPTED_EXIT_CODE",
     "PREEMPTION_SIGNALS",
     "TrainingPreempted",
+    "restore_signal_handlers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,13 @@ PREEMPTED_EXIT_CODE = 75
 PREEMPTION_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)
 )
+
+
+def restore_signal_handlers(previous: Mapping[int, Any]) -> None:
+    """Put back the handlers ``signal.signal`` returned when ours were installed; None (a handler
+    not installed from Python, which cannot be put back) becomes the default."""
+    for sig, handler in previous.items():
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 class TrainingPreempted(Exception):  # noqa: N818 (a stop on request, not an error)
