@@ -8,13 +8,15 @@ a config, optionally side by side with a peer codebase's model on the same batch
     python tools/benchmark.py --config-file ... --task inference --batch-size 16
     python tools/benchmark.py --config-file ... --task data                  # the loader alone
 
-Training runs the real trainer (data loader, AMP, clipping, optimizer, LR schedule) step by step
-and times each step with the device synchronised. ``--generated-data N`` benchmarks a config
+Training runs the real trainer (data loader, AMP, clipping, optimizer, LR schedule, the loss
+reads of ``SOLVER.LOG_PERIOD``) for ``--warmup`` untimed and ``--iters`` timed steps; the device
+is synchronised before and after the timed steps only, so the host queues a step while the device
+runs the last one, as in training. ``--generated-data N`` benchmarks a config
 without its dataset: N images and labels are generated once at the recipe's input sizes, class
 counts and file formats (``data/datasets/generated.py``) and read by the config's real loader.
 ``--compare`` then pushes one batch of the same loader through the peer's model
 (``tools/benchmark_peers.py``: transformers' UperNet, or detectron2's Panoptic FPN from a source
-snapshot given by ``--detectron2-root``) and times its training / inference step the same way.
+snapshot given by ``--detectron2-root``) and times its training / inference steps the same way.
 
 Every run prints one JSON line (``BENCHMARK {...}``: device, torch version, precision, batch,
 input size, images/s, ms per step, peak memory, FLOPs, MFU, the peer's figures and the ratio) and
@@ -77,27 +79,22 @@ def _richest_batch(loader: Iterable, draws: int = 20) -> list[dict]:
     return best
 
 
-def time_steps(step: Callable[[], Any], iters: int, warmup: int, device: str) -> list[float]:
-    """Seconds of each of ``iters`` calls of ``step`` after ``warmup`` untimed ones, the device
-    synchronised around each."""
-    times = []
-    for it in range(warmup + iters):
-        _sync(device)
-        start = time.perf_counter()
+def time_window(step: Callable[[], Any], iters: int, warmup: int, device: str) -> float:
+    """Seconds per call of ``step`` over ``iters`` calls after ``warmup`` untimed ones. The
+    device is synchronised only before and after the timed calls, as in training, where the host
+    queues the next step while the device still runs the last one."""
+    for _ in range(warmup):
         step()
-        _sync(device)
-        if it >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / iters
 
 
-def _step_summary(times: list[float], images: int) -> dict[str, float]:
-    median = statistics.median(times)
-    return {
-        "median_step_ms": 1e3 * median,
-        "mean_step_ms": 1e3 * statistics.fmean(times),
-        "images_per_s": images / median,
-    }
+def _step_summary(seconds_per_step: float, images: int) -> dict[str, float]:
+    return {"ms_per_step": 1e3 * seconds_per_step, "images_per_s": images / seconds_per_step}
 
 
 def _peak_memory_gib(device: str) -> float | None:
@@ -122,8 +119,7 @@ def matmul_tflops(device: str, dtype: torch.dtype | None, n: int = 8192, iters: 
     process's TF32 setting): the denominator of MFU."""
     a = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
     b = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
-    times = time_steps(lambda: a @ b, iters, 3, device)
-    return 2 * n**3 / statistics.median(times) / 1e12
+    return 2 * n**3 / time_window(lambda: a @ b, iters, 3, device) / 1e12
 
 
 def model_gflops(cfg: Any, height: int, width: int) -> float:
@@ -176,8 +172,8 @@ def compare(
     device = cfg.MODEL.DEVICE
     _reset_peak_memory(device)
     step = peer_step(args.compare, cfg, batch, train=train, detectron2_root=args.detectron2_root)
-    times = time_steps(step, args.iters, args.warmup, device)
-    result = {"name": args.compare, **_step_summary(times, len(batch))}
+    seconds = time_window(step, args.iters, args.warmup, device)
+    result = {"name": args.compare, **_step_summary(seconds, len(batch))}
     result["peak_memory_gib"] = _peak_memory_gib(device)
     result["speedup"] = ours["images_per_s"] / result["images_per_s"]
     return result
@@ -191,40 +187,42 @@ def _image_hw(batch: list[dict]) -> tuple[int, int]:
     return tuple(int(s) for s in batch[0]["image"].shape[-2:])
 
 
+def _trainer_step(trainer: DefaultTrainer) -> Callable[[], None]:
+    """One iteration of ``trainer`` as its loop runs it, less the hooks (the LR schedule kept)."""
+
+    def step() -> None:
+        trainer.iter = trainer.storage.iter
+        trainer.run_step()
+        trainer.scheduler.step()
+        trainer.storage.step()
+
+    return step
+
+
 def benchmark_train(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
     """Steps of the real trainer; returns the summary and the last batch (for ``--compare``)."""
     trainer = DefaultTrainer(cfg)
     if args.fixed_batch:
         trainer.data_loader = itertools.repeat(_richest_batch(trainer.data_loader))
     device = cfg.MODEL.DEVICE
-    step_times: list[float] = []
-    data_times: list[float] = []
-    losses: dict[str, list[float]] = {}
     with EventStorage(0) as storage:
         trainer.storage = storage
-        for it in range(args.warmup + args.iters):
-            storage.iter = trainer.iter = it
-            _sync(device)
-            start = time.perf_counter()
-            trainer.run_step()
-            trainer.scheduler.step()
-            _sync(device)
-            latest = storage.latest()
-            if it >= args.warmup:
-                step_times.append(time.perf_counter() - start)
-                data_times.append(latest["data_time"][0])
-            for name, (value, at) in latest.items():
-                # multi-task batches train some heads only: keep the losses of this step
-                if at == it and (name.startswith("loss_") or name == "total_loss"):
-                    losses.setdefault(name, []).append(float(value))
-            storage.step()
+        seconds = time_window(_trainer_step(trainer), args.iters, args.warmup, device)
+        trainer.flush_metrics()
+    timed = range(args.warmup, args.warmup + args.iters)
+    losses: dict[str, list[float]] = {}
+    for name, history in storage.histories().items():
+        # multi-task batches train some heads only: a loss has the values of its steps
+        if name.startswith("loss_") or name == "total_loss":
+            losses[name] = [value for value, _ in history.values()]
+    data_times = [t for t, it in storage.history("data_time").values() if it in timed]
     batch = next(iter(trainer.data_loader))
     result = {
         "task": "train",
         "fixed_batch": args.fixed_batch,
         "batch_size": cfg.SOLVER.IMS_PER_BATCH,
         "input_hw": _image_hw(batch),
-        **_step_summary(step_times, cfg.SOLVER.IMS_PER_BATCH),
+        **_step_summary(seconds, cfg.SOLVER.IMS_PER_BATCH),
         "median_data_wait_ms": 1e3 * statistics.median(data_times),
         "peak_memory_gib": _peak_memory_gib(device),
         "loss_first_last": {k: _first_last(v) for k, v in sorted(losses.items())},
@@ -232,7 +230,7 @@ def benchmark_train(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any],
     }
     if not args.no_flops:
         result["gflops_per_image"] = model_gflops(cfg, *result["input_hw"])
-    del trainer
+    del trainer  # free its memory before the peer runs
     return result, batch
 
 
@@ -269,13 +267,13 @@ def benchmark_inference(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, A
         with torch.inference_mode(), autocast:
             model(inputs)
 
-    times = time_steps(step, args.iters, args.warmup, device)
+    seconds = time_window(step, args.iters, args.warmup, device)
     images = len(inputs)
     result = {
         "task": "inference",
         "batch_size": images,
         "input_hw": _image_hw(inputs),
-        **_step_summary(times, images),
+        **_step_summary(seconds, images),
         "peak_memory_gib": _peak_memory_gib(device),
     }
     if not args.no_flops:
@@ -286,12 +284,12 @@ def benchmark_inference(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, A
 def benchmark_data(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], None]:
     """The training loader alone: seconds per batch, the decoding and augmentation included."""
     loader = iter(DefaultTrainer.build_train_loader(cfg))
-    times = time_steps(lambda: next(loader), args.iters, args.warmup, "cpu")
+    seconds = time_window(lambda: next(loader), args.iters, args.warmup, "cpu")
     result = {
         "task": "data",
         "batch_size": cfg.SOLVER.IMS_PER_BATCH,
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
-        **_step_summary(times, cfg.SOLVER.IMS_PER_BATCH),
+        **_step_summary(seconds, cfg.SOLVER.IMS_PER_BATCH),
     }
     return result, None
 

@@ -10,10 +10,11 @@ from _engine_fakes import (
     make_cfg,
 )
 
+from uper_parsing.checkpoint import Checkpointer
 from uper_parsing.engine import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
-from uper_parsing.engine.hooks import EvalHook, PeriodicWriter
+from uper_parsing.engine.hooks import EvalHook, PeriodicCheckpointer, PeriodicWriter
 from uper_parsing.solver import build_gradient_clipper
-from uper_parsing.utils.events import EventStorage, EventWriter
+from uper_parsing.utils.events import EventStorage, EventWriter, get_event_storage
 
 
 def _trainer(cls=SimpleTrainer, loader=None, grad_clip=None, lr=0.1, **kwargs):
@@ -58,6 +59,68 @@ def test_nan_loss_raises_before_the_step():
         trainer.train(0, 5)
     assert trainer.iter == 2
     assert len(seen) == 2  # iterations 0 and 1 stepped, the NaN one did not
+
+
+class _NoHostCopies:
+    """Counts the ``Tensor.cpu()`` calls (the trainer's loss reads) while active."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        original = torch.Tensor.cpu
+
+        def counting_cpu(tensor, *args, **kwargs):
+            self.calls += 1
+            return original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+
+
+def test_log_period_reads_losses_once_a_period_and_writes_each_iteration(monkeypatch):
+    every = _trainer()
+    every.train(0, 10)
+    copies = _NoHostCopies(monkeypatch)
+    batched = _trainer(log_period=4)
+    batched.train(0, 10)
+    assert copies.calls == 3  # after iterations 3, 7 and the last one (9)
+    for name in ("total_loss", "loss_x", "loss_y"):
+        assert batched.storage.history(name).values() == every.storage.history(name).values()
+    assert [it for _, it in batched.storage.history("data_time").values()] == list(range(10))
+    for b, e in zip(batched.model.parameters(), every.model.parameters()):
+        assert torch.equal(b, e)
+
+
+def test_nan_loss_raises_at_the_read_naming_its_iteration():
+    trainer = _trainer(loader=IterationSeededLoader(nan_at=2), log_period=4)
+    seen = _grad_recorder(trainer)
+    with pytest.raises(FloatingPointError, match=r"iteration=2[\s\S]*loss_x"):
+        trainer.train(0, 10)
+    assert trainer.iter == 3  # read after iteration 3, before its optimizer step
+    assert len(seen) == 3
+
+
+def test_a_hook_reading_the_losses_first_flushes_them(tmp_path):
+    """The writer reads after its own period even when the loss reads are rarer, and a non-finite
+    loss raises before a checkpoint is saved."""
+    trainer = _trainer(log_period=100)
+    writer = _RecordingWriter()
+    trainer.register_hooks([PeriodicWriter([writer], period=3)])
+    trainer.train(0, 7)
+    assert [latest["total_loss"][1] for latest in writer.written] == [2, 5, 6, 6]
+
+    trainer = _trainer(loader=IterationSeededLoader(nan_at=1), log_period=100)
+    checkpointer = Checkpointer(trainer.model, str(tmp_path))
+    trainer.register_hooks([PeriodicCheckpointer(checkpointer, 3)])
+    with pytest.raises(FloatingPointError, match="iteration=1"):
+        trainer.train(0, 7)
+    assert list(tmp_path.iterdir()) == []  # the diverged weights of iteration 2 were not saved
+
+
+class _RecordingWriter(EventWriter):
+    def __init__(self):
+        self.written = []
+
+    def write(self):
+        self.written.append(dict(get_event_storage().latest()))
 
 
 def test_norm_clipping_bounds_the_gradient_norm():

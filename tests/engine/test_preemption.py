@@ -139,7 +139,9 @@ def test_stop_in_the_first_phase_does_not_start_the_texture_phase(tmp_path):
 
 
 def _train_two_ranks(output_dir: str) -> None:
-    """Rank 1 alone is signalled at iteration 3 (rank 0 never): both must stop after 3."""
+    """Rank 1 alone is signalled at iteration 3 (rank 0 never): both must stop after the next
+    read of the losses that every process takes part in, iteration 5 (SOLVER.LOG_PERIOD 20 and
+    SOLVER.CHECKPOINT_PERIOD 3: reads after 2, 5, 8, ...)."""
     torch.set_num_threads(1)
     recorder = StepRecorder()
     trainer = _trainer(Path(output_dir), SignalAt(3, ranks=(1,)), recorder)
@@ -161,10 +163,10 @@ def test_two_processes_agree_on_the_stop_iteration(tmp_path):
             timeout=timedelta(seconds=30),
         )
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"steps{rank}.json").read_text()) == [0, 1, 2, 3]
-    assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
-    saved = torch.load(tmp_path / "model_0000003.pth", weights_only=True)
-    assert saved["iteration"] == 3
+        assert json.loads((tmp_path / f"steps{rank}.json").read_text()) == list(range(6))
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000005.pth"
+    saved = torch.load(tmp_path / "model_0000005.pth", weights_only=True)
+    assert saved["iteration"] == 5
     assert time.perf_counter() - start < 40
 
 

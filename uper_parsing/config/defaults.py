@@ -339,6 +339,14 @@ _C.SOLVER.CHECKPOINT_PERIOD = 16000  # save a checkpoint every this many iterati
 # keep only the newest N periodic checkpoints (model_XXXXXXX.pth) in OUTPUT_DIR, deleting older
 # ones after each save (model_final.pth and the one last_checkpoint names stay); 0 keeps all
 _C.SOLVER.CHECKPOINT_KEEP = 0
+# Iterations between reads of the losses to the host (one device sync for the whole period):
+# they are then checked (a non-finite loss raises, before anything is saved), logged and written;
+# with several processes a stop request is agreed at such a read. 1 = every iteration (detectron2,
+# whose writers log every 20). docs/ARCHITECTURE.md, "Training loop".
+_C.SOLVER.LOG_PERIOD = 20
+# Run the SGD / AdamW update as torch's fused kernels (``fused=True``) on CUDA; False, and on
+# other devices: torch's default implementation. The same update, in fewer kernel launches.
+_C.SOLVER.FUSED = True
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before the optimizer step
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # "norm" (whole model) or "value" (per element)

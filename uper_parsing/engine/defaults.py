@@ -327,11 +327,20 @@ class DefaultTrainer(TrainerBase):
                     f"SOLVER.AMP.DTYPE must be one of {list(_AMP_DTYPES)}, got {dtype}"
                 )
             self._trainer: SimpleTrainer = AMPTrainer(
-                model, data_loader, optimizer, grad_clip=grad_clip, precision=_AMP_DTYPES[dtype]
+                model,
+                data_loader,
+                optimizer,
+                grad_clip=grad_clip,
+                log_period=cfg.SOLVER.LOG_PERIOD,
+                precision=_AMP_DTYPES[dtype],
             )
         else:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer, grad_clip=grad_clip)
+            self._trainer = SimpleTrainer(
+                model, data_loader, optimizer, grad_clip=grad_clip, log_period=cfg.SOLVER.LOG_PERIOD
+            )
 
+        # every process reads the losses before a checkpoint is saved (a diverged model raises)
+        self._trainer.read_periods = (cfg.SOLVER.LOG_PERIOD, cfg.SOLVER.CHECKPOINT_PERIOD)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         stream = _train_stream(data_loader)
         self._trainer.step_seed = stream.seed if stream is not None else None
@@ -441,7 +450,7 @@ class DefaultTrainer(TrainerBase):
 
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.SOLVER.LOG_PERIOD))
         return ret
 
     def build_writers(self) -> list[EventWriter]:
@@ -482,8 +491,11 @@ class DefaultTrainer(TrainerBase):
     def stop_agreed(self) -> bool:
         return self._trainer.stop_agreed()
 
+    def flush_metrics(self) -> None:
+        self._trainer.flush_metrics()
+
     def run_step(self) -> None:
-        self._trainer.iter = self.iter
+        self._trainer.iter, self._trainer.max_iter = self.iter, self.max_iter
         self._trainer.run_step()
 
     @classmethod

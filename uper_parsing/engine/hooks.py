@@ -128,6 +128,7 @@ class PeriodicWriter(HookBase):
     def after_step(self) -> None:
         it = self.trainer.iter
         if (it + 1) % self._period == 0 or it == self.trainer.max_iter - 1:
+            self.trainer.flush_metrics()
             for writer in self._writers:
                 writer.write()
 
@@ -149,7 +150,10 @@ class PeriodicCheckpointer(_PeriodicCheckpointer, HookBase):
         self.max_iter = self.trainer.max_iter
 
     def after_step(self) -> None:
-        self.step(self.trainer.iter)
+        it = self.trainer.iter
+        if (self.period > 0 and (it + 1) % self.period == 0) or it >= self.max_iter - 1:
+            self.trainer.flush_metrics()  # a diverged model raises here, before it is saved
+        self.step(it)
 
 
 def flatten_results_dict(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -3,9 +3,19 @@
 ``SimpleTrainer`` does one plain optimisation step per iteration; ``AMPTrainer`` does it under
 ``torch.autocast``. Everything else (LR schedule, checkpoints, evaluation, logging) is a hook.
 
+Losses reach the host every ``log_period`` iterations (``SOLVER.LOG_PERIOD``): a step keeps its
+losses on the device, and one copy (one host sync) per period reads them all, checks them and
+writes them to the storage at their own iterations. A host sync in every step would leave the GPU
+idle while the next step is being queued. The checks that need the values (a non-finite loss
+raises ``FloatingPointError``) run at that copy, before that iteration's optimizer step.
+``DefaultTrainer`` also reads at every checkpoint iteration, and hooks that save or write call
+``trainer.flush_metrics()`` first, so a diverged model never reaches disk. ``log_period=1`` reads
+every step, as detectron2 does.
+
 Stopping early (preemption): ``trainer.request_stop()`` (what the ``hooks.StopOnSignal`` handler
-calls on SIGTERM / SIGUSR1) only sets a flag. The flag travels with the per-step gather of the
-losses, so every process learns in the same step that some process asked, and the loop ends after
+calls on SIGTERM / SIGUSR1) only sets a flag. One process stops after the current iteration. With
+several processes the flag travels with the gather of the losses, so every process learns at the
+same iteration (the next read of the losses) that some process asked, and the loop ends after
 that step on all of them (``trainer.stopped``). ``DefaultTrainer`` then saves that iteration's
 checkpoint and raises :class:`TrainingPreempted`; ``train_net.py`` exits with
 :data:`PREEMPTED_EXIT_CODE`.
@@ -176,6 +186,10 @@ class TrainerBase:
             return self.stop_requested
         return any(comm.all_gather(self.stop_requested))
 
+    def flush_metrics(self) -> None:
+        """Write the metrics of iterations that ran but are not in the storage yet (and raise on
+        a bad one). Hooks call it before they save or write; here there are none."""
+
     def before_train(self) -> None:
         for h in self._hooks:
             h.before_train()
@@ -214,8 +228,9 @@ class SimpleTrainer(TrainerBase):
     backward, optional gradient clipping, ``optimizer.step()``.
 
     Writes ``total_loss``, each loss (averaged over processes) and ``data_time`` (max over
-    processes) to the storage. A non-finite loss on any process raises ``FloatingPointError`` on
-    every process before the optimizer step, naming the iteration and the losses. The same gather
+    processes) to the storage, ``log_period`` iterations at a time (see the module docstring). A
+    non-finite loss on any process raises ``FloatingPointError`` on every process when it is read,
+    before that iteration's optimizer step, naming the iteration and the losses. The same gather
     carries each process's ``stop_requested``, which :meth:`stop_agreed` reports.
     """
 
@@ -226,6 +241,7 @@ class SimpleTrainer(TrainerBase):
         optimizer: torch.optim.Optimizer,
         *,
         grad_clip: GradientClipper | None = None,
+        log_period: int = 1,
     ) -> None:
         """
         Args:
@@ -234,7 +250,11 @@ class SimpleTrainer(TrainerBase):
             optimizer: steps the model's parameters.
             grad_clip: called with the optimizer's parameters after backward, before the step
                 (see ``solver.build_gradient_clipper``).
+            log_period: read the losses to the host after every ``log_period``-th iteration
+                (and the last one); 1 = every iteration.
         """
+        if log_period < 1:
+            raise ValueError(f"SOLVER.LOG_PERIOD must be >= 1, got {log_period}")
         super().__init__()
         model.train()
         self.model = model
@@ -243,6 +263,12 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.grad_clip = grad_clip
         self._stop_agreed = False
+        # the losses are read after every iteration divisible by one of these (and the last)
+        self.read_periods: tuple[int, ...] = (log_period,)
+        # (iteration, loss names, their values on the device, data_time) not yet read
+        self._pending: list[tuple[int, list[str], torch.Tensor, float]] = []
+        # (iteration, {name: value}, data_time) read here, not yet gathered and written
+        self._read: list[tuple[int, dict[str, float], float]] = []
         # when set, the random generators are seeded from (step_seed, rank, iteration) after each
         # batch is loaded, so the model's randomness (dropout, sampling) is a function of the
         # iteration and a resumed run repeats it
@@ -295,37 +321,74 @@ class SimpleTrainer(TrainerBase):
             losses = sum(loss_dict.values())
         self.optimizer.zero_grad(set_to_none=True)
         self._backward(losses)
-        self._write_metrics(loss_dict, data_time)
-        self._clip_and_step()
-
-    def _write_metrics(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
-        """Gather the losses (and stop requests) of all processes, raise on a non-finite loss,
-        write the averages."""
         names = list(loss_dict)
         values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
-        local = dict(zip(names, values.cpu().tolist()))
+        self._pending.append((self.iter, names, values, data_time))
+        if self._read_due():
+            self._read_local()
+            self._gather_and_write()
+        self._clip_and_step()
+
+    def _read_due(self) -> bool:
+        it = self.iter + 1
+        if it >= self.max_iter or any(p > 0 and it % p == 0 for p in self.read_periods):
+            return True
+        # one process needs nobody's agreement to stop now
+        return self.stop_requested and comm.get_world_size() == 1
+
+    def flush_metrics(self) -> None:
+        """Read this process's pending losses (one copy to the host) and raise if one is not
+        finite; with one process also write them to the storage. With several, the gather and
+        the write follow at the trainer's next read (every ``read_periods`` iteration), so a hook
+        on the main process alone (writer, checkpointer) may call it."""
+        self._read_local()
+        if comm.get_world_size() == 1:
+            self._gather_and_write()
+
+    def _read_local(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        flat = torch.cat([values for _, _, values, _ in pending]).cpu().tolist()
+        start = 0
+        for it, names, _, data_time in pending:
+            metrics = dict(zip(names, flat[start : start + len(names)]))
+            start += len(names)
+            self._read.append((it, metrics, data_time))
+            if not all(math.isfinite(v) for v in metrics.values()):
+                self._check_finite(it, {comm.get_rank(): metrics})
+
+    def _gather_and_write(self) -> None:
+        """Gather every process's read losses and stop request (all processes call it at the same
+        iterations), raise on a non-finite loss anywhere, write the averages at their iterations."""
+        local, self._read = self._read, []
         stop = self.stop_requested  # read once: a signal may set it during the gather
         # every rank sees every rank's losses and stop request
-        gathered = comm.all_gather((local, data_time, stop))
-        self._stop_agreed = any(s for _, _, s in gathered)
-        all_metrics = [(metrics, t) for metrics, t, _ in gathered]
+        gathered = comm.all_gather((local, stop))
+        self._stop_agreed = any(s for _, s in gathered)
+        storage = get_event_storage()
+        for position, (it, _, _) in enumerate(local):
+            all_metrics = [(entries[position][1], entries[position][2]) for entries, _ in gathered]
+            self._check_finite(it, {rank: m for rank, (m, _) in enumerate(all_metrics)})
+            names = list(all_metrics[0][0])
+            reduced = {k: sum(m[k] for m, _ in all_metrics) / len(all_metrics) for k in names}
+            if "total_loss" not in reduced:
+                storage.put_scalar("total_loss", sum(reduced.values()), cur_iter=it)
+            storage.put_scalars(**reduced, cur_iter=it)
+            storage.put_scalar("data_time", max(t for _, t in all_metrics), cur_iter=it)
 
+    @staticmethod
+    def _check_finite(iteration: int, metrics_by_rank: Mapping[int, dict[str, float]]) -> None:
         bad = {
             rank: metrics
-            for rank, (metrics, _) in enumerate(all_metrics)
+            for rank, metrics in metrics_by_rank.items()
             if not all(math.isfinite(v) for v in metrics.values())
         }
         if bad:
             raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration={self.iter}!\n"
+                f"Loss became infinite or NaN at iteration={iteration}!\n"
                 f"loss_dict = {bad[min(bad)]} (rank {min(bad)}; non-finite on ranks {sorted(bad)})"
             )
-        storage = get_event_storage()
-        reduced = {k: sum(m[k] for m, _ in all_metrics) / len(all_metrics) for k in names}
-        if "total_loss" not in reduced:
-            storage.put_scalar("total_loss", sum(reduced.values()))
-        storage.put_scalars(**reduced)
-        storage.put_scalar("data_time", max(t for _, t in all_metrics))
 
 
 class AMPTrainer(SimpleTrainer):
@@ -341,6 +404,7 @@ class AMPTrainer(SimpleTrainer):
         optimizer: torch.optim.Optimizer,
         *,
         grad_clip: GradientClipper | None = None,
+        log_period: int = 1,
         precision: torch.dtype = torch.float16,
         grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
@@ -352,7 +416,7 @@ class AMPTrainer(SimpleTrainer):
         """
         if precision not in (torch.float16, torch.bfloat16):
             raise ValueError(f"AMP precision must be float16 or bfloat16, got {precision}")
-        super().__init__(model, data_loader, optimizer, grad_clip=grad_clip)
+        super().__init__(model, data_loader, optimizer, grad_clip=grad_clip, log_period=log_period)
         self.device_type = next(model.parameters()).device.type
         self.precision = precision
         if precision == torch.float16:

@@ -146,6 +146,10 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     if not params:
         raise ValueError("The model has no trainable parameters (all have requires_grad=False)")
     name = solver.OPTIMIZER
+    # fused=None is torch's default (foreach where it can); SOLVER.FUSED asks for the fused
+    # kernels on CUDA only, so a CPU run keeps torch's default arithmetic
+    on_cuda = all(p.is_cuda for group in params for p in group["params"])
+    fused = True if solver.FUSED and on_cuda else None
     if name == "SGD":
         return torch.optim.SGD(
             params,
@@ -153,6 +157,7 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
             momentum=solver.MOMENTUM,
             nesterov=solver.NESTEROV,
             weight_decay=solver.WEIGHT_DECAY,
+            fused=fused,
         )
     if name == "AdamW":
         return torch.optim.AdamW(
@@ -160,6 +165,7 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
             lr=solver.BASE_LR,
             betas=tuple(solver.BETAS),
             weight_decay=solver.WEIGHT_DECAY,
+            fused=fused,
         )
     raise ValueError(f"Unknown SOLVER.OPTIMIZER '{name}'; expected 'SGD' or 'AdamW'")
 
