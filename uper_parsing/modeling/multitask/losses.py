@@ -82,7 +82,7 @@ def grouped_part_cross_entropy(
     """
     if normalize not in PART_LOSS_NORMS:
         raise ValueError(f"normalize must be one of {PART_LOSS_NORMS}, got '{normalize}'")
-    logits = resize_to(logits, part_targets.shape[-2:])
+    logits = resize_to(logits.contiguous(), part_targets.shape[-2:])  # see sem_seg_cross_entropy
     device, (batch, num_parts) = logits.device, logits.shape[:2]
     num_objects = len(object_parts)
     owner = torch.full((num_parts,), -1, dtype=torch.long)

@@ -33,7 +33,10 @@ def sem_seg_cross_entropy(
     Returns: scalar Tensor; 0 (with a gradient path) when every pixel is ignored, where
         ``F.cross_entropy`` would return NaN.
     """
-    logits = resize_to(logits, targets.shape[-2:])
+    # the loss reads full-size logits in (N, K, H, W) order: make the small ones so before they
+    # are resized. A channels-last model's logits would otherwise be resized channels-last and
+    # copied back (and their gradient too) at full size, costing 20% of a UPerNet step on a GPU.
+    logits = resize_to(logits.contiguous(), targets.shape[-2:])
     total = F.cross_entropy(
         logits, targets, weight=class_weights, ignore_index=ignore_value, reduction="sum"
     )
