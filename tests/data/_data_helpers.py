@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -49,3 +50,64 @@ def assert_aligned(image: np.ndarray, label: np.ndarray, tol: int = 6, margin: i
         assert diff.size == 0 or diff.max() <= tol, f"class {c}: image differs by {diff.max()}"
         checked += int(inner.sum())
     return checked
+
+
+def truncate(path: Path, keep: float = 0.9) -> None:
+    """Cut a file to ``keep`` of its bytes, as a partly copied or downloaded file is."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+SEM_SEG_CLASSES = {"stuff_classes": ["a", "b", "c"], "ignore_label": 255}  # of write_sem_seg_set
+
+
+def write_sem_seg_set(root: Path, stems, hw=(24, 32), num_classes: int = 3) -> Path:
+    """``root/images/<stem>.jpg`` + ``root/labels/<stem>.png``: block labels of ``num_classes``
+    classes and images coloured by them."""
+    for i, stem in enumerate(stems):
+        label = block_label(hw, 8, num_classes, seed=i)
+        write_pair(root, stem, image_from_label(label), label, image_ext=".jpg")
+    return root
+
+
+PANOPTIC_CATEGORIES = [
+    {"id": 1, "name": "box", "isthing": 1, "color": [220, 20, 60]},
+    {"id": 2, "name": "floor", "isthing": 0, "color": [90, 90, 90]},
+]
+
+
+def write_panoptic_set(root: Path, stems, hw=(24, 32)) -> Path:
+    """A COCO panoptic set: ``root/images/<stem>.jpg``, ``root/panoptic/<stem>.png`` (a box,
+    segment 1, on the floor, segment 2) and ``root/panoptic.json`` (image ids 1, 2, ... in
+    ``stems`` order); returns the JSON path."""
+    from uper_parsing.data import id2rgb
+
+    for sub in ("images", "panoptic"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    ids = np.full(hw, 2)
+    ids[4:12, 4:12] = 1
+    segments = [
+        {"id": 1, "category_id": 1, "iscrowd": 0, "area": 64, "bbox": [4, 4, 8, 8]},
+        {
+            "id": 2,
+            "category_id": 2,
+            "iscrowd": 0,
+            "area": ids.size - 64,
+            "bbox": [0, 0, hw[1], hw[0]],
+        },
+    ]
+    data = {"images": [], "annotations": [], "categories": PANOPTIC_CATEGORIES}
+    for i, stem in enumerate(stems, start=1):
+        cv2.imwrite(str(root / "panoptic" / f"{stem}.png"), id2rgb(ids)[..., ::-1])
+        cv2.imwrite(
+            str(root / "images" / f"{stem}.jpg"), image_from_label((ids == 1).astype(np.uint8))
+        )
+        data["images"].append(
+            {"id": i, "file_name": f"{stem}.jpg", "height": hw[0], "width": hw[1]}
+        )
+        data["annotations"].append(
+            {"image_id": i, "file_name": f"{stem}.png", "segments_info": segments}
+        )
+    json_file = root / "panoptic.json"
+    json_file.write_text(json.dumps(data))
+    return json_file

@@ -279,6 +279,10 @@ _C.INPUT.SIZE_DIVISIBILITY = -1
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ("synthetic_scenes_sem_seg_train",)  # names in DatasetCatalog to train on
 _C.DATASETS.TEST = ("synthetic_scenes_sem_seg_val",)  # names in DatasetCatalog to evaluate on
+# Check the files of DATASETS.TRAIN and DATASETS.TEST before training (data.check, what
+# tools/check_dataset.py runs) and stop with the problems found: 0 = off, N = N images of each
+# dataset (the same N every run), -1 = all images. Annotation files are always checked whole.
+_C.DATASETS.CHECK_ON_START = 0
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per GPU (0 = load in the main process)
@@ -288,6 +292,11 @@ _C.DATALOADER.PIN_MEMORY = True
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of the same orientation together
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # infinite shuffled sampler, sharded by rank
 _C.DATALOADER.CHECK_LABELS = True  # validate label values / sizes in the mapper (clear errors)
+# Training only: a sample whose files cannot be read (missing, truncated, failing the label
+# checks) is logged by file name and replaced by the next one of its group, so batches keep their
+# size and the data stay a function of the seed; the count is logged at the end of training.
+# False: the error stops training, naming the file. Evaluation always stops.
+_C.DATALOADER.SKIP_BAD_SAMPLES = False
 
 # ---------------------------------------------------------------------------- #
 # Solver

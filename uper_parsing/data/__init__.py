@@ -6,8 +6,10 @@ is read from disk until a dataset is loaded.
 
 from . import datasets  # noqa: F401  (registers the builtin datasets)
 from .build import (
+    SKIPPED_KEY,
     MapDataset,
     SerializedList,
+    TrainLoader,
     TrainStream,
     build_multitask_train_loader,
     build_test_loader,
@@ -27,7 +29,13 @@ from .datasets import (
     register_synthetic_multitask,
     register_synthetic_scenes,
 )
-from .detection_utils import check_image_size, label_lookup_table, read_image, read_sem_seg
+from .detection_utils import (
+    TruncatedImageError,
+    check_image_size,
+    label_lookup_table,
+    read_image,
+    read_sem_seg,
+)
 from .mappers import (
     MAPPER_REGISTRY,
     MultiTaskDatasetMapper,
@@ -56,7 +64,10 @@ from .transforms import (
 )
 
 __all__ = [
+    "SKIPPED_KEY",
+    "TrainLoader",
     "TrainStream",
+    "TruncatedImageError",
     "train_stream",
     "DatasetCatalog",
     "InferenceSampler",

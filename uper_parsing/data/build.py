@@ -35,6 +35,8 @@ __all__ = [
     "worker_init_reset_seed",
     "SerializedList",
     "MapDataset",
+    "SKIPPED_KEY",
+    "TrainLoader",
     "TrainStream",
     "train_stream",
 ]
@@ -112,30 +114,107 @@ class SerializedList:
         return pickle.loads(memoryview(self._buffer[start : int(self._ends[index])]))
 
 
-class MapDataset(Dataset):
-    """``dataset[i] = mapper(items[i])``."""
+SKIPPED_KEY = "skipped_file_names"  # the files a MapDataset item replaces
 
-    def __init__(self, items: Sequence[Any], mapper: Callable[[Any], Any]) -> None:
+
+class MapDataset(Dataset):
+    """``dataset[i] = mapper(items[i])``.
+
+    With ``skip_bad`` (``DATALOADER.SKIP_BAD_SAMPLES``) an item whose mapping raises a read error
+    (``OSError`` / ``ValueError``: a missing, truncated or undecodable file, a label failing its
+    checks) is logged by file name and replaced by the next item of its group (``groups[i]``,
+    cyclically; all items one group when None), so batches keep their size and stay a function
+    of the seed; the replacement dict lists the skipped files under ``SKIPPED_KEY`` (counted by
+    ``TrainLoader``). Otherwise an error propagates with a note naming the item's file.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Any],
+        mapper: Callable[[Any], Any],
+        *,
+        skip_bad: bool = False,
+        groups: Sequence[Any] | None = None,
+    ) -> None:
         self._items = items
         self._mapper = mapper
+        self._next = _next_in_group(len(items), groups) if skip_bad else None
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __getitem__(self, index: int) -> Any:
-        return self._mapper(self._items[index])
+        first, skipped = index, []
+        while True:
+            item = self._items[index]
+            try:
+                out = self._mapper(item)
+                break
+            except Exception as err:
+                if self._next is None or not isinstance(err, (OSError, ValueError)):
+                    err.add_note(f"(mapping item {index} of the dataset: {_file_name(item)})")
+                    raise
+                skipped.append(_file_name(item))
+                index = int(self._next[index])
+                logger.warning("Skipping bad sample %s (%s); item %d replaces it", skipped[-1],
+                               err, index)  # fmt: skip
+            if index == first:
+                raise RuntimeError(
+                    f"DATALOADER.SKIP_BAD_SAMPLES: all {len(skipped)} samples of item {first}'s "
+                    f"group are bad, e.g. {skipped[:3]}"
+                )
+        if skipped and isinstance(out, dict):
+            out[SKIPPED_KEY] = skipped
+        return out
+
+
+def _file_name(item: Any) -> str:
+    return str(item.get("file_name", "?")) if isinstance(item, dict) else repr(item)[:200]
+
+
+def _next_in_group(size: int, groups: Sequence[Any] | None) -> np.ndarray:
+    """(size,) int64: the index after each one in its group, the last one's being the first."""
+    keys = [0] * size if groups is None else list(groups)
+    members: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    following = np.arange(size, dtype=np.int64)
+    for indices in members.values():
+        following[indices] = np.roll(indices, -1)
+    return following
+
+
+class TrainLoader(DataLoader):
+    """A ``DataLoader`` whose batches are lists of dicts, counting (and removing) the files a
+    ``MapDataset`` skipped: ``skipped`` is the number of bad samples in the batches it yielded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in super().__iter__():
+            for item in batch:
+                if isinstance(item, dict):
+                    self.skipped += len(item.pop(SKIPPED_KEY, ()))
+            yield batch
 
 
 class TrainStream(IterableDataset):
-    """This process's training batches: the batches of indices of ``batch_sampler`` from batch
-    ``start`` on, each item mapped with Python's, NumPy's and torch's generators seeded from
-    (``seed``, rank, batch number, position in the batch).
+    """This process's training batches, from batch ``start`` on.
 
-    The stream is therefore a function of the seed and the batch number alone: the same with any
-    number of loader workers (worker w of n maps the batches j = start + w mod n, and the loader
-    takes the workers in turn from worker 0), and a run resumed after k iterations continues it
-    exactly by setting ``start`` to k (``DefaultTrainer.resume_or_load``). ``state_dict`` is what
-    a checkpoint keeps of it.
+    ``batch_sampler`` yields the global batches (``batch_size * world_size`` indices, the same on
+    every process); process ``rank`` maps the items at positions ``rank``, ``rank + world_size``,
+    ... of each (dealt like cards, as detectron2's ``TrainingSampler`` shards its stream), each
+    with Python's, NumPy's and torch's generators seeded from (``seed``, batch number, position in
+    the global batch). So the processes' batches together are the batch one process reads with
+    the global batch size, image for image and augmentation for augmentation.
+
+    The stream is a function of the seed and the batch number alone: the same with any number of
+    loader workers (worker w of n maps the batches j = start + w mod n, and the loader takes the
+    workers in turn from worker 0), and a run resumed after k iterations continues it exactly by
+    setting ``start`` to k (``DefaultTrainer.resume_or_load``). ``state_dict`` is what a
+    checkpoint keeps of it.
     """
 
     def __init__(
@@ -166,10 +245,11 @@ class TrainStream(IterableDataset):
         batches = itertools.islice(iter(self._batch_sampler), self.start, None)
         for j, batch in enumerate(batches, self.start):
             if (j - self.start) % workers == worker:  # the loader takes worker 0 first
-                yield [self._map(j, i, index) for i, index in enumerate(batch)]
+                positions = range(self.rank, len(batch), self.world_size)
+                yield [self._map(j, p, batch[p]) for p in positions]
 
     def _map(self, batch_number: int, position: int, index: int) -> Any:
-        seed_all_rng(derived_seed(self.seed, self.rank, batch_number, position))
+        seed_all_rng(derived_seed(self.seed, batch_number, position))
         return self._dataset[index]
 
 
@@ -242,9 +322,10 @@ def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -
 
     Dataset dicts of ``DATASETS.TRAIN`` are mapped by ``mapper`` (default: ``build_mapper(cfg,
     True)``) in ``DATALOADER.NUM_WORKERS`` workers, in the order of a seeded ``TrainingSampler``
-    (``SEED``, or a shared random seed when negative) sharded by rank, and grouped by aspect ratio
-    when ``DATALOADER.ASPECT_RATIO_GROUPING``. Multi-task datasets (metadata with ``sources``)
-    go to ``build_multitask_train_loader``.
+    (``SEED``, or a shared random seed when negative), in global batches of ``IMS_PER_BATCH``
+    (grouped by aspect ratio when ``DATALOADER.ASPECT_RATIO_GROUPING``) that ``TrainStream``
+    deals out to the processes. Multi-task datasets (metadata with ``sources``) go to
+    ``build_multitask_train_loader``.
     """
     names = cfg.DATASETS.TRAIN
     if len(names) and MetadataCatalog.get(names[0]).get("sources") is not None:
@@ -258,14 +339,17 @@ def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -
         raise ValueError(
             f"DATALOADER.SAMPLER_TRAIN = {name!r} is not one of {list(_TRAIN_SAMPLERS)}"
         )
-    sampler = _TRAIN_SAMPLERS[name](len(dicts), shuffle=True, seed=seed)
+    # the global stream: every process reads all of it and maps its share (TrainStream)
+    sampler = _TRAIN_SAMPLERS[name](len(dicts), shuffle=True, seed=seed, rank=0, world_size=1)
+    total = cfg.SOLVER.IMS_PER_BATCH
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
-        batches = GroupedBatchSampler(sampler, [_is_portrait(d) for d in dicts], batch_size)
+        batches = GroupedBatchSampler(sampler, [_is_portrait(d) for d in dicts], total)
     else:
-        batches = BatchSampler(sampler, batch_size)
-    dataset = MapDataset(SerializedList(dicts), mapper)
+        batches = BatchSampler(sampler, total)
+    skip_bad = cfg.DATALOADER.SKIP_BAD_SAMPLES
+    dataset = MapDataset(SerializedList(dicts), mapper, skip_bad=skip_bad)
     stream = TrainStream(dataset, batches, seed=seed, batch_size=batch_size)
-    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
+    return TrainLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
 
 
 def _is_portrait(d: dict) -> int:
@@ -319,8 +403,9 @@ def build_multitask_train_loader(
     ``IMS_PER_BATCH // world_size``, every batch from one source.
 
     The source of each step is drawn in proportion to its number of images with a generator
-    seeded by ``SEED`` (or a shared random seed), the same on every process; each process maps
-    its own images of that source (``SourceBatchSampler``) in ``DATALOADER.NUM_WORKERS`` workers.
+    seeded by ``SEED`` (or a shared random seed), and the global batch from that source's own
+    stream (``SourceBatchSampler``), the same on every process; each process maps its share of
+    it (``TrainStream``) in ``DATALOADER.NUM_WORKERS`` workers.
     The datasets of ``DATASETS.TRAIN`` must share their multi-task metadata.
 
     Args:
@@ -334,15 +419,17 @@ def build_multitask_train_loader(
     batch_size = _images_per_worker(cfg, world)
     mapper = mapper if mapper is not None else build_mapper(cfg, True)
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    # the global batches: every process reads all of them and maps its share (TrainStream)
     sampler = SourceBatchSampler(
-        source_indices(dicts), batch_size, seed, rank=rank, world_size=world
+        source_indices(dicts), batch_size * world, seed, rank=0, world_size=1
     )
     logger.info("Multi-task sources: %s", {n: len(i) for n, i in source_indices(dicts).items()})
-    dataset = MapDataset(SerializedList(dicts), mapper)
+    skip_bad, sources = cfg.DATALOADER.SKIP_BAD_SAMPLES, [d["source"] for d in dicts]
+    dataset = MapDataset(SerializedList(dicts), mapper, skip_bad=skip_bad, groups=sources)
     stream = TrainStream(
         dataset, sampler, seed=seed, batch_size=batch_size, world_size=world, rank=rank
     )
-    return DataLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
+    return TrainLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
 
 
 def build_test_loader(

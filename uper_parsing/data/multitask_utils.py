@@ -28,6 +28,8 @@ __all__ = [
     "multitask_metadata",
     "read_multitask_label",
     "decode_label_numbers",
+    "number_lookup",
+    "unknown_label_numbers",
 ]
 
 MULTITASK_TASKS: tuple[str, ...] = ("object", "part", "material", "scene", "texture")
@@ -193,6 +195,12 @@ def _part_pair_table(metadata: Any) -> np.ndarray:
     return table
 
 
+def unknown_label_numbers(numbers: np.ndarray, mapped: np.ndarray) -> list[int]:
+    """The distinct label numbers of ``numbers`` (from ``decode_label_numbers``) that are no label
+    of the task, given ``mapped = number_lookup(metadata, task)[numbers]``; sorted."""
+    return np.unique(numbers[mapped == _UNKNOWN]).tolist()
+
+
 def decode_label_numbers(file_name: str | os.PathLike) -> np.ndarray:
     """Read a Broden label PNG: (H, W) int64 label numbers ``R + 256 * G`` (grey PNGs: the value).
 
@@ -260,9 +268,8 @@ def read_multitask_label(
                 f"{tuple(expected_hw)} is expected (its index row / image)"
             )
         mapped = lut[numbers]
-        bad = mapped == _UNKNOWN
-        if bad.any():
-            values = np.unique(numbers[bad]).tolist()
+        values = unknown_label_numbers(numbers, mapped)
+        if values:
             shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
             raise ValueError(
                 f"Label file {os.fspath(path)} has label numbers [{shown}] that are no "

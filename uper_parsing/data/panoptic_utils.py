@@ -21,6 +21,8 @@ __all__ = [
     "rgb2id",
     "id2rgb",
     "read_panoptic",
+    "read_panoptic_ids",
+    "segment_id_mismatch",
     "check_segments_info",
     "panoptic_semantic",
     "read_panoptic_semantic",
@@ -105,17 +107,7 @@ def read_panoptic(dataset_dict: Mapping[str, Any]) -> np.ndarray:
             a non-zero id that ``segments_info`` does not list (the message names PNG and id).
     """
     path = os.fspath(dataset_dict["pan_seg_file_name"])
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Panoptic PNG not found: {path}")
-    bgr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if bgr is None:
-        raise ValueError(f"Could not decode panoptic PNG {path}")
-    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-        raise ValueError(
-            f"Panoptic PNG {path} must be a 3-channel 8-bit RGB image of segment ids, got shape "
-            f"{bgr.shape} and dtype {bgr.dtype}"
-        )
-    ids = rgb2id(bgr[..., ::-1])
+    ids = read_panoptic_ids(path)
     expected = (dataset_dict.get("height", ids.shape[0]), dataset_dict.get("width", ids.shape[1]))
     if ids.shape != tuple(expected):
         raise ValueError(
@@ -128,20 +120,50 @@ def read_panoptic(dataset_dict: Mapping[str, Any]) -> np.ndarray:
         raise ValueError(
             f"segment id {uniq[counts > 1][0]} is listed twice in segments_info of {path}"
         )
-    present = np.unique(ids)
-    missing = np.setdiff1d(listed, present)
-    if missing.size:
+    missing, unlisted = segment_id_mismatch(ids, dataset_dict["segments_info"])
+    if missing:
         raise ValueError(
             f"segment id {missing[0]} listed in segments_info is absent from {path}"
-            + (f" (and {missing.size - 1} more)" if missing.size > 1 else "")
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
-    unlisted = np.setdiff1d(present[present != 0], listed)
-    if unlisted.size:
+    if unlisted:
         raise ValueError(
             f"segment id {unlisted[0]} of {path} is not listed in segments_info"
-            + (f" (and {unlisted.size - 1} more)" if unlisted.size > 1 else "")
+            + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else "")
         )
     return ids
+
+
+def read_panoptic_ids(path: str | os.PathLike) -> np.ndarray:
+    """The segment ids (H, W) int64 of a panoptic PNG, unchecked against any ``segments_info``.
+
+    Raises:
+        FileNotFoundError / ValueError (undecodable, not 3-channel 8-bit), naming the PNG.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Panoptic PNG not found: {path}")
+    bgr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if bgr is None:
+        raise ValueError(f"Could not decode panoptic PNG {path}")
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        raise ValueError(
+            f"Panoptic PNG {path} must be a 3-channel 8-bit RGB image of segment ids, got shape "
+            f"{bgr.shape} and dtype {bgr.dtype}"
+        )
+    return rgb2id(bgr[..., ::-1])
+
+
+def segment_id_mismatch(
+    ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]]
+) -> tuple[list[int], list[int]]:
+    """(ids listed in ``segments_info`` but absent from ``ids``, non-zero ids of ``ids`` not
+    listed), each sorted."""
+    listed = _segment_ids(segments_info)
+    present = np.unique(ids)
+    missing = np.setdiff1d(listed, present)
+    unlisted = np.setdiff1d(present[present != 0], listed)
+    return missing.tolist(), unlisted.tolist()
 
 
 def check_segments_info(dataset_dict: Mapping[str, Any], metadata: Any) -> None:

@@ -102,8 +102,9 @@ class SourceBatchSampler:
     For every global batch, a source is drawn with probability proportional to its number of
     images from a generator seeded by ``seed`` alone, so all processes draw the same source. The
     next ``batch_size * world_size`` indices of that source's own shuffled stream (a new
-    permutation each time it is used up) form the global batch; process ``rank`` keeps the
-    ``rank``-th ``batch_size`` of them, so processes never share an image in a step.
+    permutation each time it is used up) form the global batch; process ``rank`` keeps its
+    elements ``rank::world_size`` (as ``TrainingSampler`` shards), so processes never share an
+    image in a step.
     """
 
     def __init__(
@@ -156,10 +157,9 @@ class SourceBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         streams = [self._stream(k) for k in range(len(self.sources))]
         total = self._batch_size * self._world_size
-        begin = self._rank * self._batch_size
         for k in self.source_stream():
             batch = list(itertools.islice(streams[k], total))
-            yield batch[begin : begin + self._batch_size]
+            yield batch[self._rank :: self._world_size]
 
 
 class BatchSampler:

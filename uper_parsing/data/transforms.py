@@ -46,8 +46,14 @@ def _randint(low: int, high: int) -> int:
 
 
 def _resize_antialiased(inpt: Any, size: tuple[int, int]) -> Any:
-    """torchvision's antialiased bilinear; nearest for masks (torchvision's choice for ``Mask``)."""
-    return TF.resize(inpt, list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+    """torchvision's antialiased bilinear; nearest for masks (torchvision's choice for ``Mask``).
+    A uint8 image resized to 1 x 1 goes through float32: torch's uint8 antialiasing kernel fails
+    an internal assert on that size."""
+    bilinear = v2.InterpolationMode.BILINEAR
+    if tuple(size) == (1, 1) and isinstance(inpt, tv_tensors.Image) and inpt.dtype == torch.uint8:
+        out = TF.resize(inpt.as_subclass(torch.Tensor).float(), [1, 1], bilinear, antialias=True)
+        return tv_tensors.wrap(out.round().clamp(0, 255).to(torch.uint8), like=inpt)
+    return TF.resize(inpt, list(size), interpolation=bilinear, antialias=True)
 
 
 def _resize_pil_bilinear(inpt: Any, size: tuple[int, int]) -> Any:
@@ -147,9 +153,10 @@ class ResizeRatioRange(v2.Transform):
 
     @staticmethod
     def output_size(hw: tuple[int, int], long_side: float, short_side: float) -> tuple[int, int]:
+        """(H', W'), rounded, at least 1 px a side (a thin image keeps its one row)."""
         h, w = hw
         factor = min(long_side / max(h, w), short_side / min(h, w))
-        return int(h * factor + 0.5), int(w * factor + 0.5)
+        return max(int(h * factor + 0.5), 1), max(int(w * factor + 0.5), 1)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         ratio = _uniform(*self.ratio_range)
@@ -191,13 +198,14 @@ class ResizeShortestEdge(v2.Transform):
 
     @staticmethod
     def output_size(hw: tuple[int, int], short: int, max_size: int) -> tuple[int, int]:
+        """(H', W'), rounded, at least 1 px a side (a thin image keeps its one row)."""
         h, w = hw
         scale = short / min(h, w)
         new_h, new_w = h * scale, w * scale
         if max_size > 0 and max(new_h, new_w) > max_size:
             scale = max_size / max(new_h, new_w)
             new_h, new_w = new_h * scale, new_w * scale
-        return int(new_h + 0.5), int(new_w + 0.5)
+        return max(int(new_h + 0.5), 1), max(int(new_w + 0.5), 1)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         if self.sample_style == "range":

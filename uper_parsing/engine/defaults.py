@@ -202,6 +202,14 @@ def _checkpoint_metadata(cfg: Any) -> dict[str, Any] | None:
     return model_metadata(metadata) if metadata.get("evaluator_type") == "multitask" else None
 
 
+def _check_datasets(cfg: Any) -> None:
+    """``data.check.check_on_start`` (``DATASETS.CHECK_ON_START``), imported when first needed
+    as the loader builders are."""
+    from ..data.check import check_on_start
+
+    check_on_start(cfg)
+
+
 def _train_stream(loader: Any) -> Any:
     """``data.train_stream`` (imported when first needed, as the loader builders are)."""
     from ..data import train_stream as stream_of
@@ -294,9 +302,11 @@ class DefaultTrainer(TrainerBase):
       clipping per ``SOLVER.CLIP_GRADIENTS``;
     - a :class:`Checkpointer` in ``OUTPUT_DIR`` saving model, optimizer, scheduler, grad scaler
       and iteration;
+    - first, the datasets' files checked (``DATASETS.CHECK_ON_START``, ``data.check``);
     - hooks: StopOnSignal, IterationTimer, LRScheduler, PeriodicCheckpointer (main process),
-      EvalHook (``TEST.EVAL_PERIOD``; 0 = only at the end), PeriodicWriter (console,
-      ``metrics.json``, TensorBoard; main process);
+      EvalHook (``TEST.EVAL_PERIOD``; 0 = only at the end), SkippedSamples (with
+      ``DATALOADER.SKIP_BAD_SAMPLES``), PeriodicWriter (console, ``metrics.json``, TensorBoard;
+      main process);
     - a stop request (SIGTERM / SIGUSR1, or :meth:`request_stop`) ends training after an
       iteration every process agrees on, saves it as a periodic checkpoint would be
       (``model_{iter:07d}.pth``, tagged ``last_checkpoint``) and raises
@@ -314,6 +324,7 @@ class DefaultTrainer(TrainerBase):
         if not logging.getLogger("uper_parsing").isEnabledFor(logging.INFO):
             setup_logger()
         resolve_device(cfg)
+        _check_datasets(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -449,6 +460,8 @@ class DefaultTrainer(TrainerBase):
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        if cfg.DATALOADER.SKIP_BAD_SAMPLES:
+            ret.append(hooks.SkippedSamples())
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.SOLVER.LOG_PERIOD))
         return ret

@@ -25,6 +25,7 @@ __all__ = [
     "PeriodicCheckpointer",
     "EvalHook",
     "StopOnSignal",
+    "SkippedSamples",
     "flatten_results_dict",
 ]
 
@@ -244,3 +245,24 @@ class StopOnSignal(HookBase):
         if self.received:
             names = ", ".join(signal.Signals(s).name for s in self.received)
             logger.info("Received %s while training", names)
+
+
+class SkippedSamples(HookBase):
+    """With ``DATALOADER.SKIP_BAD_SAMPLES``: the number of bad samples the training loader
+    skipped so far (its ``skipped``, see ``data.TrainLoader``) is the scalar ``skipped_samples``
+    of the storage after each step, and is logged after training (this process's count)."""
+
+    def _count(self) -> int | None:
+        return getattr(getattr(self.trainer, "data_loader", None), "skipped", None)
+
+    def after_step(self) -> None:
+        count = self._count()
+        if count is not None:
+            self.trainer.storage.put_scalar("skipped_samples", count, smoothing_hint=False)
+
+    def after_train(self) -> None:
+        count = self._count()
+        if count is not None:
+            level = logging.WARNING if count else logging.INFO
+            logger.log(level, "Skipped %d bad training samples (DATALOADER.SKIP_BAD_SAMPLES; "
+                       "each named in a warning)", count)  # fmt: skip

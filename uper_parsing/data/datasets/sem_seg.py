@@ -46,11 +46,19 @@ def _list_files(root: Path, ext: str) -> dict[str, Path]:
 
 
 def image_size(file_name: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image read from its header only (EXIF rotation applied, as cv2)."""
-    with Image.open(file_name) as im:
-        width, height = im.size
-        if im.format == "JPEG" and im.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
-            width, height = height, width
+    """(height, width) of an image read from its header only (EXIF rotation applied, as cv2).
+
+    Raises:
+        OSError naming the file when its header cannot be read (missing, not an image, cut).
+    """
+    try:
+        with Image.open(file_name) as im:
+            width, height = im.size
+            exif = im.getexif() if im.format == "JPEG" else {}
+    except OSError as err:
+        raise OSError(f"Cannot read the header of image {os.fspath(file_name)}: {err}") from err
+    if exif.get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
     return height, width
 
 
