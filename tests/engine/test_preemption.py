@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -175,16 +176,19 @@ def datasets_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("datasets")  # the synthetic scenes, generated on first use
 
 
-def _train_net(datasets: Path, out: Path, console: Path, *opts: str) -> subprocess.Popen:
+def _train_net(
+    datasets: Path, out: Path, console: Path, *opts: str, overrides: Sequence[str] = ()
+) -> subprocess.Popen:
     """train_net.py on the smallest quickstart, 8 small iterations with 2 loader workers and a
-    fixed seed, its console output in ``console``; in a new session, so that ``os.killpg`` reaches
-    the loader workers too."""
+    fixed seed (then ``overrides``), its console output in ``console``; in a new session, so that
+    ``os.killpg`` reaches the loader workers and the processes ``launch`` spawns too."""
     env = dict(os.environ, UPER_PARSING_DATASETS=str(datasets), OMP_NUM_THREADS="1")
     config = "configs/quickstart/semantic_fpn_R18_synthetic.yaml"
     cmd = [sys.executable, str(ROOT / "train_net.py"), "--config-file", config, *opts,
            "SOLVER.MAX_ITER", "8", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.IMS_PER_BATCH", "2",
            "INPUT.CROP.SIZE", "[64, 64]", "DATALOADER.NUM_WORKERS", "2", "SEED", "7",
-           "TEST.VIS_NUM_IMAGES", "0", "DATASETS.TEST", "()", "OUTPUT_DIR", str(out)]  # fmt: skip
+           "TEST.VIS_NUM_IMAGES", "0", "DATASETS.TEST", "()", "OUTPUT_DIR", str(out),
+           *overrides]  # fmt: skip
     with console.open("w") as f:  # a file, not a pipe: nobody reads while it trains
         return subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
@@ -217,6 +221,7 @@ def uninterrupted(datasets_dir, tmp_path_factory) -> dict[str, torch.Tensor]:
     return _final_weights(out)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_the_uninterrupted_run(datasets_dir, tmp_path, uninterrupted):
     """Killed without warning (SIGKILL to the process and its loader workers) after the
     checkpoint of iteration 3, then resumed: the same data, augmentations and model randomness
@@ -233,6 +238,41 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(datasets_dir, tmp_path
     _assert_bitwise_equal(_final_weights(out), uninterrupted)
 
 
+# 2 gloo processes of 1 image each, 1 loader worker each (6 processes on a 2-core machine)
+TWO_PROCESSES = {"opts": ("--num-gpus", "2"), "overrides": ("DATALOADER.NUM_WORKERS", "1")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_two_processes(datasets_dir, tmp_path_factory) -> dict[str, torch.Tensor]:
+    out = tmp_path_factory.mktemp("uninterrupted_two_processes")
+    proc = _train_net(
+        datasets_dir, out, out / "console.txt", *TWO_PROCESSES["opts"],
+        overrides=TWO_PROCESSES["overrides"],
+    )  # fmt: skip
+    assert proc.wait(timeout=240) == 0, (out / "console.txt").read_text()[-4000:]
+    return _final_weights(out)
+
+
+@pytest.mark.slow
+def test_two_processes_sigkill_then_resume_equals_the_uninterrupted_run(
+    datasets_dir, tmp_path, uninterrupted_two_processes
+):
+    """``--num-gpus 2``: the ranks ``launch`` spawns outlive a killed parent, so the whole
+    process group (parent, ranks, loader workers) is killed after the checkpoint of iteration 3;
+    resumed with 2 processes, the run ends with the uninterrupted run's weights, bit for bit."""
+    out, console = tmp_path / "run", tmp_path / "console.txt"
+    opts, overrides = TWO_PROCESSES["opts"], TWO_PROCESSES["overrides"]
+    proc = _train_net(datasets_dir, out, console, *opts, overrides=overrides)
+    _wait_for(out / "model_0000003.pth", proc, console)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    resumed = _train_net(datasets_dir, out, console, *opts, "--resume", overrides=overrides)
+    assert resumed.wait(timeout=240) == 0, console.read_text()[-4000:]
+    assert "The data stream continues at batch" in (out / "log.txt").read_text()
+    _assert_bitwise_equal(_final_weights(out), uninterrupted_two_processes)
+
+
+@pytest.mark.slow
 def test_train_net_exits_with_the_preempted_code_and_resumes(datasets_dir, tmp_path, uninterrupted):
     out, console = tmp_path / "run", tmp_path / "console.txt"
     proc = _train_net(datasets_dir, out, console)
