@@ -17,6 +17,8 @@ import pytest
 
 from uper_parsing.checkpoint import read_checkpoint_metadata
 
+pytestmark = pytest.mark.slow  # every test here runs train_net.py
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_MIOU_FLOOR = 70.0
 

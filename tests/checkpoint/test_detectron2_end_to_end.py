@@ -157,6 +157,7 @@ def _run(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
     return proc
 
 
+@pytest.mark.slow
 def test_eval_only_and_demo_run_on_the_detectron2_file(original_and_pkl, tmp_path):
     _, path = original_and_pkl
     out = tmp_path / "eval"

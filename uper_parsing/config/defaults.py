@@ -17,8 +17,9 @@ _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"  # name in META_ARCH_REGISTRY
 _C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a warning
 # Keep conv weights (and so every activation) in channels-last (NHWC) memory. The same model and
-# checkpoints either way; 1.15-2x faster training on one H200, but slower with SyncBN on 2 GPUs and
-# for batch-1 inference: measure for your setup (docs/BENCHMARKS.md, "Channels-last memory format")
+# checkpoints either way; on one H200 in bf16 1.2-1.8x faster training and 1.8x faster batch-1
+# inference of the ADE20K R50 recipes (which set it), but slower with SyncBN on 2 GPUs (an earlier
+# measurement): measure for your setup (docs/BENCHMARKS.md)
 _C.MODEL.CHANNELS_LAST = False
 # How the one bilinear resize (layers.resize_to) computes: "matmul" (two matrix products with
 # the bilinear weights: the same values, on the tensor cores, several times faster on a GPU),
