@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import portalocker
 
 from . import (
     broden_writer,  # noqa: F401  (registers the "broden" format)
@@ -121,13 +122,13 @@ def generate_synthetic_scenes(folder: str | Path, params: SyntheticParams) -> No
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` (blocks until free)."""
+    """Exclusive lock on ``path`` (blocks until free): flock on Unix, LockFileEx on Windows."""
     with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        portalocker.lock(f, portalocker.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            portalocker.unlock(f)
 
 
 def prepare_synthetic_scenes(folder: str | Path, params: SyntheticParams) -> Path:
