@@ -19,7 +19,6 @@ __all__ = [
     "synchronize",
     "all_gather",
     "gather",
-    "reduce_dict",
     "shared_random_seed",
 ]
 
@@ -88,19 +87,6 @@ def gather(data: Any, dst: int = 0) -> list[Any]:
         return output
     dist.gather_object(data, None, dst=dst, group=group)
     return []
-
-
-def reduce_dict(values: dict[str, torch.Tensor], average: bool = True) -> dict[str, torch.Tensor]:
-    """All-reduce a dict of scalar tensors (same keys on every rank); returns the reduced dict."""
-    if get_world_size() == 1:
-        return values
-    with torch.no_grad():
-        names = sorted(values)
-        stacked = torch.stack([values[k] for k in names])
-        dist.all_reduce(stacked)
-        if average:
-            stacked /= get_world_size()
-        return dict(zip(names, stacked))
 
 
 def shared_random_seed() -> int:

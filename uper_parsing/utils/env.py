@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
@@ -36,8 +37,26 @@ def seed_all_rng(seed: int | None = None) -> int:
     seed = int(seed) % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    if _has_accelerator():
+        torch.manual_seed(seed)
+    else:
+        # what torch.manual_seed leaves behind without an accelerator, minus the stack trace it
+        # formats for every lazily queued (and here never run) accelerator seeding; the loader
+        # seeds once per item and the trainer once per step
+        torch.default_generator.manual_seed(seed)
     return seed
+
+
+@functools.cache
+def _has_accelerator() -> bool:
+    """Whether torch.manual_seed has any generator to seed besides the CPU's."""
+    return (
+        torch.cuda.device_count() > 0
+        or torch.xpu.device_count() > 0
+        or torch.mtia.device_count() > 0
+        or torch._C._has_mps
+        or hasattr(torch, torch._C._get_privateuse1_backend_name())
+    )
 
 
 def _version(package: str) -> str:

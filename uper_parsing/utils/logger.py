@@ -6,9 +6,8 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 
-__all__ = ["setup_logger", "log_every_n_seconds", "log_first_n"]
+__all__ = ["setup_logger", "log_every_n_seconds"]
 
 _FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 _DATE_FORMAT = "%m/%d %H:%M:%S"
@@ -74,7 +73,6 @@ def _caller() -> tuple[str, tuple[str, int]]:
 
 
 _LAST_LOGGED: dict[tuple, float] = {}
-_LOG_COUNTER: Counter = Counter()
 
 
 def log_every_n_seconds(level: int, msg: str, n: float = 1.0, *, name: str | None = None) -> None:
@@ -90,11 +88,3 @@ def log_every_n_seconds(level: int, msg: str, n: float = 1.0, *, name: str | Non
     if last is None or now - last >= n:
         logging.getLogger(name or caller_module).log(level, msg)
         _LAST_LOGGED[key] = now
-
-
-def log_first_n(level: int, msg: str, n: int = 1, *, name: str | None = None) -> None:
-    """Log ``msg`` only the first ``n`` times it is reached from the same line of code."""
-    caller_module, key = _caller()
-    _LOG_COUNTER[key] += 1
-    if _LOG_COUNTER[key] <= n:
-        logging.getLogger(name or caller_module).log(level, msg)
