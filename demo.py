@@ -31,6 +31,7 @@ import torch
 from uper_parsing.checkpoint import read_checkpoint_metadata
 from uper_parsing.config import get_cfg
 from uper_parsing.data import Metadata, MetadataCatalog, read_image
+from uper_parsing.data.datasets import register_declared_datasets
 from uper_parsing.data.panoptic_utils import id2rgb
 from uper_parsing.engine import resolve_device
 from uper_parsing.engine.predictor import DefaultPredictor
@@ -122,6 +123,7 @@ def main() -> None:
     cfg.merge_from_list(args.opts)
     resolve_device(cfg)
     cfg.freeze()
+    register_declared_datasets(cfg)
     metadata = _class_metadata(cfg)
     predictor = DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from uper_parsing.config import get_cfg
+from uper_parsing.data.datasets import register_declared_datasets
 from uper_parsing.modeling import build_model
 
 
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg.merge_from_list(args.opts)
     cfg.MODEL.BACKBONE.PRETRAINED = ""  # counts and FLOPs need no ImageNet weights (or download)
     cfg.freeze()
+    register_declared_datasets(cfg)
     model = build_model(cfg).eval()
     lines = parameter_report(model)
     if args.flops:

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from uper_parsing.config import get_cfg
+from uper_parsing.data.datasets import register_declared_datasets
 from uper_parsing.data.datasets.generated import register_generated_datasets
 from uper_parsing.data.datasets.paths import datasets_root
 from uper_parsing.engine import DefaultTrainer, resolve_device
@@ -359,6 +360,7 @@ def setup_cfg(args: argparse.Namespace) -> Any:
         train, test = register_generated_datasets(cfg, root, num_images=args.generated_data)
         cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train,), (test,)
     cfg.freeze()
+    register_declared_datasets(cfg)
     return cfg
 
 

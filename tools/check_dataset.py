@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from uper_parsing.config import CfgNode, get_cfg
 from uper_parsing.data import DatasetCatalog
 from uper_parsing.data.check import CheckReport, check_dataset
+from uper_parsing.data.datasets import register_declared_datasets
 
 EXIT_CLEAN, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # SOLVER.BASE_LR, not a dataset name
@@ -72,11 +73,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> CfgNode:
-    """The config of ``--config-file`` with the overrides; UsageError when it cannot be read."""
+    """The config of ``--config-file`` with the overrides, its ``DATASETS.REGISTER`` registered;
+    UsageError when it cannot be read."""
     cfg = get_cfg()
     try:
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
+        register_declared_datasets(cfg)
     except (OSError, KeyError, ValueError, AssertionError) as err:
         raise UsageError(f"Cannot use config {args.config_file} {args.opts}: {err}") from err
     return cfg

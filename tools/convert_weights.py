@@ -64,6 +64,7 @@ from uper_parsing.checkpoint.metadata import (
 from uper_parsing.checkpoint.report import format_key_groups, format_shape_mismatches
 from uper_parsing.config import get_cfg
 from uper_parsing.data import MetadataCatalog
+from uper_parsing.data.datasets import register_declared_datasets
 from uper_parsing.modeling import build_model
 
 logger = logging.getLogger("uper_parsing.tools.convert_weights")
@@ -202,6 +203,7 @@ def check_config(args: argparse.Namespace) -> Any | None:
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(hf + list(args.opts))
+    register_declared_datasets(cfg)
     return cfg
 
 

@@ -97,9 +97,10 @@ class Checkpointer(_FvcoreCheckpointer):
         self._verdicts: dict[str, tuple[tuple[int, int] | None, str | None]] = {}
         register_url_handlers(self.path_manager)
 
-    def save(self, name: str, **kwargs: Any) -> None:
+    def save(self, name: str, *, tag: bool = True, **kwargs: Any) -> None:
         """Write ``{"model", <checkpointables>, **kwargs}`` to ``save_dir/<name>.pth`` atomically
-        and then point ``last_checkpoint`` at it.
+        and then (``tag``) point ``last_checkpoint`` at it; ``tag=False`` for a file that is not
+        the one to resume from, such as ``model_best``.
 
         Raises:
             OSError naming the file when writing fails (a full disk ...); the files of
@@ -121,7 +122,8 @@ class Checkpointer(_FvcoreCheckpointer):
         intact = "the previous checkpoint and last_checkpoint are intact"
         with _naming_failed_write(save_file, intact), atomic_write(save_file, "wb") as f:
             torch.save(data, f)
-        self.tag_last_checkpoint(basename)
+        if tag:
+            self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically record ``last_filename_basename`` as the newest checkpoint."""

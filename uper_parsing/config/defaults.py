@@ -284,6 +284,10 @@ _C.DATASETS.TEST = ("synthetic_scenes_sem_seg_val",)  # names in DatasetCatalog 
 # tools/check_dataset.py runs) and stop with the problems found: 0 = off, N = N images of each
 # dataset (the same N every run), -1 = all images. Annotation files are always checked whole.
 _C.DATASETS.CHECK_ON_START = 0
+# Dataset declaration files (YAML / JSON; paths relative to the working directory) registered at
+# set-up, each split as <name>_<split>, so DATASETS.TRAIN / TEST can name one's own data:
+# ("my_data.yaml",). Format and checks: uper_parsing/data/datasets/declared.py
+_C.DATASETS.REGISTER = ()
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # loader worker processes per GPU (0 = load in the main process)
@@ -383,6 +387,11 @@ _C.TEST.AUG.ENABLED = False  # multi-scale + flip test-time augmentation
 _C.TEST.AUG.SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]  # scale factors of the test size
 _C.TEST.AUG.FLIP = True  # also run on horizontally flipped images
 _C.TEST.VIS_NUM_IMAGES = 4  # pictures of predictions written to OUTPUT_DIR/vis after evaluation
+_C.TEST.BEST_CHECKPOINT = CN()
+# After each evaluation, save OUTPUT_DIR/model_best.pth when this results key ("task/metric" as in
+# metrics.json, e.g. "sem_seg/mIoU", "panoptic_seg/PQ") beats its best so far; "" = off
+_C.TEST.BEST_CHECKPOINT.METRIC = ""
+_C.TEST.BEST_CHECKPOINT.MODE = "max"  # "max" (larger is better: mIoU, PQ) or "min"
 
 # ---------------------------------------------------------------------------- #
 # Misc

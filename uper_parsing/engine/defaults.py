@@ -144,7 +144,8 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> None:
     4. :func:`resolve_device`;
     5. seed every RNG with ``SEED + rank`` (``SEED < 0``: a random seed shared by all processes,
        logged so the run can be repeated);
-    6. ``torch.backends.cudnn.benchmark = CUDNN_BENCHMARK`` (training only).
+    6. ``torch.backends.cudnn.benchmark = CUDNN_BENCHMARK`` (training only);
+    7. register the datasets declared in ``DATASETS.REGISTER`` (``data.register_declared``).
     """
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
@@ -178,6 +179,7 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> None:
 
     if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    _register_declared(cfg)
 
 
 def default_writers(output_dir: str, max_iter: int | None = None) -> list[EventWriter]:
@@ -200,6 +202,14 @@ def _checkpoint_metadata(cfg: Any) -> dict[str, Any] | None:
         return None
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
     return model_metadata(metadata) if metadata.get("evaluator_type") == "multitask" else None
+
+
+def _register_declared(cfg: Any) -> None:
+    """Register the dataset declaration files of ``DATASETS.REGISTER`` (again: nothing happens)
+    with ``data.datasets.register_declared_datasets`` (imported when first needed)."""
+    from ..data.datasets import register_declared_datasets
+
+    register_declared_datasets(cfg)
 
 
 def _check_datasets(cfg: Any) -> None:
@@ -302,9 +312,11 @@ class DefaultTrainer(TrainerBase):
       clipping per ``SOLVER.CLIP_GRADIENTS``;
     - a :class:`Checkpointer` in ``OUTPUT_DIR`` saving model, optimizer, scheduler, grad scaler
       and iteration;
-    - first, the datasets' files checked (``DATASETS.CHECK_ON_START``, ``data.check``);
+    - first, the datasets of ``DATASETS.REGISTER`` registered and the datasets' files checked
+      (``DATASETS.CHECK_ON_START``, ``data.check``);
     - hooks: StopOnSignal, IterationTimer, LRScheduler, PeriodicCheckpointer (main process),
-      EvalHook (``TEST.EVAL_PERIOD``; 0 = only at the end), SkippedSamples (with
+      EvalHook (``TEST.EVAL_PERIOD``; 0 = only at the end), BestCheckpointer (with
+      ``TEST.BEST_CHECKPOINT.METRIC``; main process), SkippedSamples (with
       ``DATALOADER.SKIP_BAD_SAMPLES``), PeriodicWriter (console, ``metrics.json``, TensorBoard;
       main process);
     - a stop request (SIGTERM / SIGUSR1, or :meth:`request_stop`) ends training after an
@@ -324,6 +336,7 @@ class DefaultTrainer(TrainerBase):
         if not logging.getLogger("uper_parsing").isEnabledFor(logging.INFO):
             setup_logger()
         resolve_device(cfg)
+        _register_declared(cfg)
         _check_datasets(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -460,6 +473,13 @@ class DefaultTrainer(TrainerBase):
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        best = cfg.TEST.BEST_CHECKPOINT
+        if best.METRIC and comm.is_main_process():
+            ret.append(
+                hooks.BestCheckpointer(
+                    cfg.TEST.EVAL_PERIOD, self.checkpointer, best.METRIC, mode=best.MODE
+                )
+            )
         if cfg.DATALOADER.SKIP_BAD_SAMPLES:
             ret.append(hooks.SkippedSamples())
         if comm.is_main_process():

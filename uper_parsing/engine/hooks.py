@@ -1,9 +1,12 @@
-"""Hooks: timing, LR scheduling, checkpointing, evaluation, metric writing, stopping on signals."""
+"""Hooks: timing, LR scheduling, checkpointing (periodic and best), evaluation, metric writing,
+stopping on signals."""
 
 from __future__ import annotations
 
 import datetime
 import logging
+import math
+import os
 import signal
 import threading
 import time
@@ -13,6 +16,7 @@ from typing import Any
 import torch
 from fvcore.common.timer import Timer
 
+from ..checkpoint import Checkpointer
 from ..checkpoint import PeriodicCheckpointer as _PeriodicCheckpointer
 from ..utils import comm
 from ..utils.events import EventWriter
@@ -24,9 +28,11 @@ __all__ = [
     "PeriodicWriter",
     "PeriodicCheckpointer",
     "EvalHook",
+    "BestCheckpointer",
     "StopOnSignal",
     "SkippedSamples",
     "flatten_results_dict",
+    "is_periodic_eval_iteration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -169,6 +175,13 @@ def flatten_results_dict(results: Mapping[str, Any], prefix: str = "") -> dict[s
     return flat
 
 
+def is_periodic_eval_iteration(eval_period: int, iteration: int, max_iter: int) -> bool:
+    """Whether :class:`EvalHook` evaluates after ``iteration`` in ``after_step`` (every
+    ``eval_period``-th; the evaluation after the last iteration happens in ``after_train``)."""
+    next_iter = iteration + 1
+    return eval_period > 0 and next_iter % eval_period == 0 and next_iter != max_iter
+
+
 class EvalHook(HookBase):
     """Run ``eval_function() -> {task: {metric: value}}`` after every ``eval_period``-th
     iteration and after training completes (``eval_period <= 0``: only then), putting the
@@ -199,18 +212,164 @@ class EvalHook(HookBase):
         comm.synchronize()  # evaluation can take different times on different processes
 
     def after_step(self) -> None:
-        next_iter = self.trainer.iter + 1
-        # the evaluation after the last iteration happens in after_train
-        if (
-            self._period > 0
-            and next_iter % self._period == 0
-            and next_iter != self.trainer.max_iter
-        ):
+        if is_periodic_eval_iteration(self._period, self.trainer.iter, self.trainer.max_iter):
             self._do_eval()
 
     def after_train(self) -> None:
         if self.trainer.iter >= self.trainer.max_iter:  # not after a failed run
             self._do_eval()
+
+
+class BestCheckpointer(HookBase):
+    """After each evaluation of an :class:`EvalHook` with the same ``eval_period`` (register it
+    after that hook), save ``<file_prefix>.pth`` through ``checkpointer`` when the evaluation's
+    ``metric`` (a ``task/metric`` key of the storage, e.g. ``sem_seg/mIoU``) beats the best so
+    far: larger with ``mode="max"``, smaller with ``"min"`` (a tie keeps the earlier file).
+
+    The file holds what every checkpoint holds, ``iteration`` and ``best_metric`` =
+    ``{"name", "value", "mode"}``; it is not tagged ``last_checkpoint``. A resumed run
+    (``trainer.start_iter > 0``) reads the best so far back from it, so a worse value after
+    ``--resume`` leaves the file as it is; a run from iteration 0 starts a new best.
+    """
+
+    def __init__(
+        self,
+        eval_period: int,
+        checkpointer: Checkpointer,
+        metric: str,
+        *,
+        mode: str = "max",
+        file_prefix: str = "model_best",
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(
+                "BestCheckpointer mode (TEST.BEST_CHECKPOINT.MODE) must be 'max' or 'min', "
+                f"got {mode!r}"
+            )
+        if not metric:
+            raise ValueError(
+                "BestCheckpointer needs a results key (TEST.BEST_CHECKPOINT.METRIC), "
+                "e.g. 'sem_seg/mIoU'"
+            )
+        self._period = eval_period
+        self._checkpointer = checkpointer
+        self.metric = metric
+        self.mode = mode
+        self._file_prefix = file_prefix
+        self.best: tuple[float, int] | None = None  # (value, iteration)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self._checkpointer.save_dir, f"{self._file_prefix}.pth")
+
+    def before_train(self) -> None:
+        self.best = self._read_best() if self.trainer.start_iter > 0 else None
+        if self.best is not None:
+            logger.info(
+                "Best %s so far: %.4f after iteration %d (%s)",
+                self.metric,
+                self.best[0],
+                self.best[1],
+                self.path,
+            )
+
+    def after_step(self) -> None:
+        if is_periodic_eval_iteration(self._period, self.trainer.iter, self.trainer.max_iter):
+            self._check(self.trainer.iter)
+
+    def after_train(self) -> None:
+        if self.trainer.iter >= self.trainer.max_iter:  # EvalHook evaluated the final model
+            self._check(self.trainer.max_iter - 1)
+
+    def _read_best(self) -> tuple[float, int] | None:
+        """(value, iteration) stored in the file by this metric and mode; None without one."""
+        if not os.path.isfile(self.path):
+            return None
+        try:
+            data = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+            best, iteration = data["best_metric"], int(data["iteration"])
+            stored = (best["name"], best["mode"], float(best["value"]))
+        except Exception as e:  # whatever is wrong with the file, the next evaluation replaces it
+            logger.warning(
+                "Cannot read the best %s so far from %s (%s): the next evaluation replaces it",
+                self.metric,
+                self.path,
+                e,
+            )
+            return None
+        if stored[:2] != (self.metric, self.mode):
+            logger.warning(
+                "%s was chosen by %s (%s), not %s (%s): the next evaluation replaces it",
+                self.path,
+                *stored[:2],
+                self.metric,
+                self.mode,
+            )
+            return None
+        return stored[2], iteration
+
+    def _check(self, iteration: int) -> None:
+        """Save the model after ``iteration`` if the evaluation just stored a better value."""
+        value = self._evaluated_value(iteration)
+        if value is None:
+            return
+        if self.best is not None and not self._better(value, self.best[0]):
+            logger.info(
+                "%s = %.4f after iteration %d, not better than %.4f after iteration %d: %s kept",
+                self.metric,
+                value,
+                iteration,
+                *self.best,
+                self.path,
+            )
+            return
+        best_metric = {"name": self.metric, "value": value, "mode": self.mode}
+        self._checkpointer.save(
+            self._file_prefix, tag=False, iteration=iteration, best_metric=best_metric
+        )
+        previous = (
+            "none" if self.best is None else f"{self.best[0]:.4f} after iteration {self.best[1]}"
+        )
+        logger.info(
+            "New best %s = %.4f after iteration %d (previous: %s): saved %s",
+            self.metric,
+            value,
+            iteration,
+            previous,
+            self.path,
+        )
+        self.best = (value, iteration)
+
+    def _evaluated_value(self, iteration: int) -> float | None:
+        """The metric the evaluation after ``iteration`` put into the storage; None (with a
+        warning) when it put none or a value that is not finite."""
+        storage = self.trainer.storage
+        latest = storage.latest()
+        value, stamp = latest.get(self.metric, (math.nan, -1))
+        if stamp != storage.iter:  # not put by this evaluation
+            results = sorted(k for k, (_, it) in latest.items() if it == storage.iter and "/" in k)
+            logger.warning(
+                "The evaluation after iteration %d stored no %r (TEST.BEST_CHECKPOINT.METRIC); "
+                "its results keys are %s; %s not updated",
+                iteration,
+                self.metric,
+                ", ".join(results) or "none",
+                self.path,
+            )
+            return None
+        if not math.isfinite(value):
+            logger.warning(
+                "%s = %s after iteration %d: %s not updated",
+                self.metric,
+                value,
+                iteration,
+                self.path,
+            )
+            return None
+        return float(value)
+
+    def _better(self, value: float, best: float) -> bool:
+        return value > best if self.mode == "max" else value < best
 
 
 class StopOnSignal(HookBase):

@@ -11,6 +11,12 @@ from .coco_panoptic import (
     register_all_coco_panoptic,
     register_coco_panoptic,
 )
+from .declared import (
+    DeclarationError,
+    load_declaration,
+    register_declared,
+    register_declared_datasets,
+)
 from .paths import DATASETS_ENV, datasets_root
 from .sem_seg import (
     check_sem_seg_metadata,
@@ -28,6 +34,7 @@ from .synthetic import (
 
 __all__ = [
     "DATASETS_ENV",
+    "DeclarationError",
     "SyntheticParams",
     "check_sem_seg_metadata",
     "datasets_root",
@@ -36,6 +43,7 @@ __all__ = [
     "load_broden",
     "load_cityscapes_panoptic",
     "load_coco_panoptic_json",
+    "load_declaration",
     "load_sem_seg",
     "panoptic_metadata",
     "register_all_ade20k",
@@ -43,6 +51,8 @@ __all__ = [
     "register_all_cityscapes_panoptic",
     "register_all_coco_panoptic",
     "register_coco_panoptic",
+    "register_declared",
+    "register_declared_datasets",
     "register_multitask",
     "register_sem_seg",
     "register_synthetic_multitask",
