@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from uper_parsing.checkpoint import read_checkpoint_metadata
 
@@ -100,6 +101,36 @@ def test_torchrun_trains_with_two_processes(datasets_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "World size: 2" in (out / "log.txt").read_text()
     assert math.isfinite(read_results(out)["sem_seg"]["mIoU"])
+
+
+@pytest.mark.parametrize("launcher", ["train_net", "torchrun"])
+def test_two_machines_of_one_process_train_together(datasets_dir, tmp_path, launcher):
+    """Multi-node flags, as 2 machines x 1 process on one host: our launcher's --num-machines /
+    --machine-rank / --dist-url, and torchrun's --nnodes / --node_rank / --master_addr."""
+    out, port = tmp_path / "two_machines", _free_port()
+    env = dict(os.environ, UPER_PARSING_DATASETS=str(datasets_dir))
+    script = [str(ROOT / "train_net.py"), "--config-file",
+              "configs/quickstart/semantic_fpn_R18_synthetic.yaml"]  # fmt: skip
+    # no evaluation: the 2-process evaluation is tested above; here the rendezvous and DDP
+    opts = ["SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()", "OUTPUT_DIR", str(out)]
+    procs = []
+    for rank in (0, 1):
+        if launcher == "train_net":
+            url = f"tcp://127.0.0.1:{port}"
+            cmd = [sys.executable, *script, "--num-gpus", "1", "--num-machines", "2",
+                   "--machine-rank", str(rank), "--dist-url", url, *opts]  # fmt: skip
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                   "--node_rank", str(rank), "--nproc_per_node", "1", "--master_addr",
+                   "127.0.0.1", "--master_port", str(port), *script, *opts]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-4000:]
+    log = (out / "log.txt").read_text()  # written by global rank 0
+    assert "Rank of current process: 0. World size: 2" in log
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 2
 
 
 def _free_port() -> int:
