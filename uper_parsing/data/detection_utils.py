@@ -22,6 +22,7 @@ __all__ = [
     "jpeg_truncation",
     "read_sem_seg",
     "read_label_values",
+    "read_unchanged",
     "invalid_label_values",
     "format_label_values",
     "label_mapping_name",
@@ -168,6 +169,22 @@ def read_sem_seg(
     return labels.astype(np.uint8) if labels.max(initial=0) <= 255 else labels
 
 
+def read_unchanged(file_name: str | os.PathLike, what: str) -> np.ndarray:
+    """``cv2.imread(file_name, IMREAD_UNCHANGED)``: the stored channels, bit depth and values.
+
+    Raises:
+        FileNotFoundError / ValueError (undecodable), naming ``what`` (e.g. "Label file") and the
+        file.
+    """
+    file_name = os.fspath(file_name)
+    if not os.path.isfile(file_name):
+        raise FileNotFoundError(f"{what} not found: {file_name}")
+    stored = cv2.imread(file_name, cv2.IMREAD_UNCHANGED)
+    if stored is None:
+        raise ValueError(f"Could not decode {what[:1].lower()}{what[1:]} {file_name}")
+    return stored
+
+
 def read_label_values(file_name: str | os.PathLike) -> np.ndarray:
     """The stored values of a semantic label file: ndarray (H, W) uint8 / uint16.
 
@@ -176,11 +193,7 @@ def read_label_values(file_name: str | os.PathLike) -> np.ndarray:
         file.
     """
     file_name = os.fspath(file_name)
-    if not os.path.isfile(file_name):
-        raise FileNotFoundError(f"Label file not found: {file_name}")
-    stored = cv2.imread(file_name, cv2.IMREAD_UNCHANGED)
-    if stored is None:
-        raise ValueError(f"Could not decode label file {file_name}")
+    stored = read_unchanged(file_name, "Label file")
     if stored.ndim != 2 or stored.dtype not in (np.uint8, np.uint16):
         raise ValueError(
             f"Label file {file_name} must be a single-channel 8- or 16-bit image of class ids, "

@@ -14,10 +14,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .datasets.sem_seg import distinct_colors
+from .detection_utils import read_unchanged
 
 __all__ = [
     "BACKGROUND_PART",
@@ -208,11 +208,7 @@ def decode_label_numbers(file_name: str | os.PathLike) -> np.ndarray:
         FileNotFoundError / ValueError naming the file.
     """
     file_name = os.fspath(file_name)
-    if not os.path.isfile(file_name):
-        raise FileNotFoundError(f"Label file not found: {file_name}")
-    stored = cv2.imread(file_name, cv2.IMREAD_UNCHANGED)
-    if stored is None:
-        raise ValueError(f"Could not decode label file {file_name}")
+    stored = read_unchanged(file_name, "Label file")
     if stored.ndim == 2:
         return stored.astype(np.int64)
     if stored.ndim != 3 or stored.shape[2] < 3 or stored.dtype != np.uint8:

@@ -14,8 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
+
+from .detection_utils import read_unchanged
 
 __all__ = [
     "rgb2id",
@@ -141,11 +142,7 @@ def read_panoptic_ids(path: str | os.PathLike) -> np.ndarray:
         FileNotFoundError / ValueError (undecodable, not 3-channel 8-bit), naming the PNG.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Panoptic PNG not found: {path}")
-    bgr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if bgr is None:
-        raise ValueError(f"Could not decode panoptic PNG {path}")
+    bgr = read_unchanged(path, "Panoptic PNG")
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(
             f"Panoptic PNG {path} must be a 3-channel 8-bit RGB image of segment ids, got shape "
@@ -240,11 +237,7 @@ def read_panoptic_semantic(
             ids = read_panoptic(dataset_dict)
         return panoptic_semantic(ids, dataset_dict["segments_info"], ignore)
     path = os.fspath(dataset_dict["sem_seg_file_name"])
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Panoptic semantic label file not found: {path}")
-    sem = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if sem is None:
-        raise ValueError(f"Could not decode panoptic semantic label file {path}")
+    sem = read_unchanged(path, "Panoptic semantic label file")
     if sem.ndim != 2 or sem.dtype != np.uint8:
         raise ValueError(
             f"Panoptic semantic label file {path} must be single-channel 8-bit, got shape "
