@@ -36,6 +36,7 @@ from uper_parsing.engine import (
     write_results,
 )
 from uper_parsing.engine.predictor import write_prediction_pictures
+from uper_parsing.modeling import prepare_for_inference
 from uper_parsing.utils import comm
 
 logger = logging.getLogger("uper_parsing")
@@ -62,6 +63,7 @@ def main(args) -> dict:
             weights_format=cfg.MODEL.WEIGHTS_FORMAT,
         )
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        prepare_for_inference(model, cfg)
         results = DefaultTrainer.test(cfg, model)
         if comm.is_main_process():
             write_results(results, os.path.join(cfg.OUTPUT_DIR, "results.json"))

@@ -46,6 +46,7 @@ from uper_parsing.data.datasets.generated import register_generated_datasets
 from uper_parsing.data.datasets.paths import datasets_root
 from uper_parsing.engine import DefaultTrainer, resolve_device
 from uper_parsing.layers import resize_impl
+from uper_parsing.modeling import prepare_for_inference
 from uper_parsing.utils.events import EventStorage
 from uper_parsing.utils.logger import setup_logger
 
@@ -246,8 +247,7 @@ def _unlabelled(batch: list[dict]) -> list[dict]:
 def benchmark_inference(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
     """Batches of ``--batch-size`` training crops (or, with 0, the test loader image by image,
     at the test sizes) through the model in eval mode."""
-    model = DefaultTrainer.build_model(cfg)
-    model.eval()
+    model = prepare_for_inference(DefaultTrainer.build_model(cfg), cfg)
     device = cfg.MODEL.DEVICE
     if args.batch_size > 0:
         batches_of_crops = iter(DefaultTrainer.build_train_loader(cfg))

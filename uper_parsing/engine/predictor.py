@@ -31,7 +31,7 @@ class DefaultPredictor:
     def __init__(self, cfg: Any, model: nn.Module | None = None) -> None:
         from ..checkpoint import Checkpointer
         from ..data import build_augmentation
-        from ..modeling import build_model
+        from ..modeling import build_model, prepare_for_inference
 
         self.cfg = cfg.clone()
         if model is None:
@@ -42,6 +42,7 @@ class DefaultPredictor:
                 weights_format=cfg.MODEL.WEIGHTS_FORMAT,
             )
             checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+            prepare_for_inference(model, self.cfg)
         self.model = _unwrap(model)
         self.augmentation = build_augmentation(self.cfg, is_train=False)
 

@@ -1,4 +1,5 @@
 from .conv import ConvNormAct
+from .fold_bn import fold_batch_norms
 from .norm import LayerNorm2d, convert_frozen_batchnorm, get_norm
 from .resize import RESIZE_IMPLS, get_resize_impl, resize_impl, resize_to, set_resize_impl
 from .shape_spec import ShapeSpec
@@ -9,6 +10,7 @@ __all__ = [
     "ConvNormAct",
     "get_norm",
     "convert_frozen_batchnorm",
+    "fold_batch_norms",
     "LayerNorm2d",
     "resize_to",
     "set_resize_impl",

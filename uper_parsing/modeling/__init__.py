@@ -8,6 +8,7 @@ from .meta_arch import (
     SemanticSegmentor,
     UnifiedPerceptualParser,
     build_model,
+    prepare_for_inference,
 )
 from .postprocessing import sem_seg_postprocess
 from .sem_seg_heads import (
@@ -36,6 +37,7 @@ __all__ = [
     "FCNHead",
     "META_ARCH_REGISTRY",
     "build_model",
+    "prepare_for_inference",
     "SemanticSegmentor",
     "UnifiedPerceptualParser",
     "InferenceSettings",

@@ -7,11 +7,11 @@ import logging
 import torch
 from torch import nn
 
-from ...layers import set_resize_impl
+from ...layers import fold_batch_norms, set_resize_impl
 from ...utils.env import usable_device
 from ...utils.registry import Registry
 
-__all__ = ["META_ARCH_REGISTRY", "build_model", "compile_submodules"]
+__all__ = ["META_ARCH_REGISTRY", "build_model", "compile_submodules", "prepare_for_inference"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +59,14 @@ def compile_submodules(
             names.append(f"{name}.{key}" if key else name)
     logger.info("torch.compile (%s, mode %s): %s", backend, mode, ", ".join(names))
     return names
+
+
+def prepare_for_inference(model: nn.Module, cfg) -> nn.Module:
+    """Put a model that will only run inference (its weights loaded) in eval mode and, with
+    ``TEST.FOLD_BATCH_NORM``, fold its BatchNorms into their convolutions (in place; the model
+    cannot train afterwards). Returns ``model``."""
+    model.eval()
+    if cfg.TEST.FOLD_BATCH_NORM:
+        folded = fold_batch_norms(model.module if hasattr(model, "module") else model)
+        logger.info("Folded %d BatchNorms into their convolutions (TEST.FOLD_BATCH_NORM)", folded)
+    return model
