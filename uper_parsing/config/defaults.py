@@ -358,9 +358,9 @@ _C.SOLVER.CHECKPOINT_KEEP = 0
 # with several processes a stop request is agreed at such a read. 1 = every iteration (detectron2,
 # whose writers log every 20). docs/ARCHITECTURE.md, "Training loop".
 _C.SOLVER.LOG_PERIOD = 20
-# Run the SGD / AdamW update as torch's fused kernels (``fused=True``) on CUDA, except under
-# float16 AMP (solver/build.py says why); False, and on other devices: torch's default
-# implementation. The same update, in fewer kernel launches.
+# Run the SGD / AdamW update as torch's fused kernels (``fused=True``) on CUDA and the CPU, except
+# under float16 AMP (solver/build.py says why); False, and on other devices: torch's default
+# implementation. The same update to rounding, in fewer kernel launches / passes over memory.
 _C.SOLVER.FUSED = True
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before the optimizer step

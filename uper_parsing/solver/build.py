@@ -147,13 +147,14 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
         raise ValueError("The model has no trainable parameters (all have requires_grad=False)")
     name = solver.OPTIMIZER
     # fused=None is torch's default (foreach where it can); SOLVER.FUSED asks for the fused
-    # kernels on CUDA only, so a CPU run keeps torch's default arithmetic. Not with float16 AMP:
+    # kernels, on CUDA and on the CPU (where fused AdamW's step is several times faster than
+    # torch's default, docs/BENCHMARKS.md). Not with float16 AMP:
     # torch's fused SGD allocates its momentum buffers uninitialised (empty_like) at the first
     # step and leaves them so when the grad scaler skips that step for inf gradients (the usual
     # first steps at scale 65536), which made Panoptic FPN diverge at once (torch 2.11 and 2.15).
-    on_cuda = all(p.is_cuda for group in params for p in group["params"])
+    devices = {p.device.type for group in params for p in group["params"]}
     scaled = cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.DTYPE == "float16"
-    fused = True if solver.FUSED and on_cuda and not scaled else None
+    fused = True if solver.FUSED and devices <= {"cuda", "cpu"} and not scaled else None
     if name == "SGD":
         return torch.optim.SGD(
             params,
