@@ -9,6 +9,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from uper_parsing.layers import ConvNormAct, fold_batch_norms
 from uper_parsing.modeling import build_model, prepare_for_inference
+from uper_parsing.modeling.meta_arch.build import folds_batch_norms
 
 BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)
 
@@ -87,10 +88,34 @@ def test_fold_refuses_a_training_model(tiny_cfg):
         fold_batch_norms(model.train())
 
 
-@pytest.mark.parametrize("fold", [True, False])
-def test_prepare_for_inference_follows_the_config_key(tiny_cfg, fold):
+@pytest.mark.parametrize("choice, folds", [("auto", True), ("never", False), ("always", True)])
+def test_prepare_for_inference_follows_the_config_key(tiny_cfg, choice, folds):
     cfg = tiny_cfg()
-    cfg.TEST.FOLD_BATCH_NORM = fold
+    cfg.TEST.FOLD_BATCH_NORM = choice
     model = prepare_for_inference(build_model(cfg), cfg)
     assert not model.training
-    assert (_count(model, BATCH_NORMS) == 0) == fold
+    assert (_count(model, BATCH_NORMS) == 0) == folds
+
+
+@pytest.mark.parametrize(
+    "choice, device, compiled, folds",
+    [
+        ("auto", "cpu", False, True),
+        ("auto", "cuda", False, False),  # eager CUDA adds a conv's bias in a pass of its own
+        ("auto", "cuda", True, True),
+        ("always", "cuda", False, True),
+        ("never", "cpu", True, False),
+    ],
+)
+def test_auto_folds_on_the_cpu_and_under_compile(tiny_cfg, choice, device, compiled, folds):
+    cfg = tiny_cfg()
+    cfg.TEST.FOLD_BATCH_NORM = choice
+    cfg.MODEL.COMPILE.ENABLED = compiled
+    assert folds_batch_norms(cfg, torch.device(device)) == folds
+
+
+def test_an_unknown_choice_names_the_key(tiny_cfg):
+    cfg = tiny_cfg()
+    cfg.TEST.FOLD_BATCH_NORM = "yes"
+    with pytest.raises(ValueError, match=r"TEST.FOLD_BATCH_NORM is 'yes'; expected one of"):
+        folds_batch_norms(cfg, torch.device("cpu"))

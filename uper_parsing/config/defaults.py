@@ -388,9 +388,11 @@ _C.TEST.AUG.SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]  # scale factors of the t
 _C.TEST.AUG.FLIP = True  # also run on horizontally flipped images
 # Models built for inference only (train_net.py --eval-only, predictors, tools/benchmark.py
 # --task inference) fold each BatchNorm into the convolution before it (layers.fold_batch_norms):
-# the same outputs to rounding, one elementwise pass less per convolution. Evaluations during
-# training never fold
-_C.TEST.FOLD_BATCH_NORM = True
+# the same outputs to rounding. "auto": on the CPU and under MODEL.COMPILE, where the convolution
+# then adds its bias in the same pass; not in eager CUDA, where PyTorch adds a convolution's bias
+# in a separate pass that costs more than the BatchNorm (docs/BENCHMARKS.md). "always" / "never".
+# Evaluations during training never fold
+_C.TEST.FOLD_BATCH_NORM = "auto"
 _C.TEST.VIS_NUM_IMAGES = 4  # pictures of predictions written to OUTPUT_DIR/vis after evaluation
 _C.TEST.BEST_CHECKPOINT = CN()
 # After each evaluation, save OUTPUT_DIR/model_best.pth when this results key ("task/metric" as in

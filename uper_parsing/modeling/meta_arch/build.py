@@ -61,12 +61,30 @@ def compile_submodules(
     return names
 
 
+FOLD_BATCH_NORM_CHOICES = ("auto", "always", "never")
+
+
+def folds_batch_norms(cfg, device: torch.device) -> bool:
+    """Whether ``TEST.FOLD_BATCH_NORM`` folds a model of ``cfg`` on ``device``: "auto" folds on
+    the CPU and under ``MODEL.COMPILE``, where a folded convolution adds its bias in the same
+    pass."""
+    choice = cfg.TEST.FOLD_BATCH_NORM
+    if choice not in FOLD_BATCH_NORM_CHOICES:
+        raise ValueError(
+            f"TEST.FOLD_BATCH_NORM is {choice!r}; expected one of {FOLD_BATCH_NORM_CHOICES}"
+        )
+    if choice != "auto":
+        return choice == "always"
+    return cfg.MODEL.COMPILE.ENABLED or device.type == "cpu"
+
+
 def prepare_for_inference(model: nn.Module, cfg) -> nn.Module:
-    """Put a model that will only run inference (its weights loaded) in eval mode and, with
-    ``TEST.FOLD_BATCH_NORM``, fold its BatchNorms into their convolutions (in place; the model
-    cannot train afterwards). Returns ``model``."""
+    """Put a model that will only run inference (its weights loaded) in eval mode and, as
+    ``TEST.FOLD_BATCH_NORM`` says, fold its BatchNorms into their convolutions (in place; the
+    model cannot train afterwards). Returns ``model``."""
     model.eval()
-    if cfg.TEST.FOLD_BATCH_NORM:
+    device = next(model.parameters()).device
+    if folds_batch_norms(cfg, device):
         folded = fold_batch_norms(model.module if hasattr(model, "module") else model)
         logger.info("Folded %d BatchNorms into their convolutions (TEST.FOLD_BATCH_NORM)", folded)
     return model
