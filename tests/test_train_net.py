@@ -1,7 +1,10 @@
 """End-to-end runs of train_net.py on the synthetic scenes, as a user runs it.
 
-The UPerNet quickstart is trained in full (about 4 minutes on 2 cores) and must reach its metric
-floor; the other quickstarts run a short schedule through the same path.
+The UPerNet, Panoptic FPN and unified-parsing quickstarts are trained with their full recipes on
+a smaller CI budget (fewer images per batch or iterations, each stated below with the metrics it
+reached) and must reach their metric floors; the other quickstarts run a short schedule through
+the same path. The figures were measured with the CPU of a 16-core machine: another CPU rounds
+differently and its run lands a few points away, which the margins to the floors allow for.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ pytestmark = pytest.mark.slow  # every test here runs train_net.py
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_MIOU_FLOOR = 70.0
+# CI trains the UPerNet quickstart with 4 images per batch instead of 8 (half the compute): 75.9
+# mIoU after its 700 iterations (80.4 with 8).
+UPERNET_CI_BATCH = 4
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +53,8 @@ def test_upernet_quickstart_reaches_miou_floor(datasets_dir, tmp_path):
         datasets_dir,
         "--config-file",
         "configs/quickstart/upernet_R18_synthetic.yaml",
+        "SOLVER.IMS_PER_BATCH",
+        str(UPERNET_CI_BATCH),
         "OUTPUT_DIR",
         str(out),
     )
@@ -154,14 +162,13 @@ def test_resume_continues_from_last_checkpoint(datasets_dir, tmp_path):
     assert [line["iteration"] for line in lines if "total_loss" in line][-1] == 9
 
 
-# CI trains the unified-parsing quickstart with a first phase of 850 of its 1600 iterations and a
-# texture phase of 200 of its 300 (CI time: a first-phase step trains only scene / material batches,
-# so 850 of them cost about what 1000 mixed ones did). Measured at 1000 + 200: scene 99, object
-# 83.5, part 65.2, material 62.2 mIoU, texture 50 top-1 (the full schedule: docs/BENCHMARKS.md).
-# Chance: scene 1/3, texture 1/18; object / material mIoU of a constant guess is under 10. Both
-# protocols are checked: `<task>` (CSAIL's eval_multipro.py) and `<task>_ours`.
-MULTITASK_CI_ITERS = 850
-MULTITASK_CI_TEXTURE_ITERS = 200
+# CI trains the unified-parsing quickstart with a first phase of 600 of its 1600 iterations and a
+# texture phase of 150 of its 300. Measured: scene 99 top-1, object 78.2, part 56.0, material 45.9
+# mIoU, texture 48 top-1 (the full schedule: docs/BENCHMARKS.md). Chance: scene 1/3, texture 1/18;
+# object / material mIoU of a constant guess is under 10. Both protocols are checked: `<task>`
+# (CSAIL's eval_multipro.py) and `<task>_ours`.
+MULTITASK_CI_ITERS = 600
+MULTITASK_CI_TEXTURE_ITERS = 150
 MULTITASK_FLOORS = {
     ("scene", "top1"): 70.0,
     ("object", "mIoU"): 70.0,
@@ -188,14 +195,17 @@ def test_unified_parsing_quickstart_beats_chance_on_every_task(datasets_dir, tmp
     assert len(list((out / "vis").glob("*.png"))) == 4
 
 
-# The issue's floors for the panoptic quickstart on the synthetic val split.
+# The issue's floors for the panoptic quickstart on the synthetic val split. CI trains it with 6
+# images per batch instead of 8: PQ 74.2, mask AP 35.0 after its 400 iterations (74.0 / 37.6).
 PANOPTIC_FLOORS = {("panoptic_seg", "PQ"): 50.0, ("segm", "AP"): 30.0}
+PANOPTIC_CI_BATCH = 6
 
 
 def test_panoptic_quickstart_reaches_pq_and_ap_floors(datasets_dir, tmp_path):
     out = tmp_path / "panoptic"
     config = ["--config-file", "configs/quickstart/panoptic_fpn_R18_synthetic.yaml"]
-    run_train_net(datasets_dir, *config, "OUTPUT_DIR", str(out))
+    batch = ["SOLVER.IMS_PER_BATCH", str(PANOPTIC_CI_BATCH)]
+    run_train_net(datasets_dir, *config, *batch, "OUTPUT_DIR", str(out))
     results = read_results(out)
     assert set(results) == {"panoptic_seg", "bbox", "segm", "sem_seg"}
     for (task, metric), floor in PANOPTIC_FLOORS.items():
