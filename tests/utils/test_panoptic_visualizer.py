@@ -1,4 +1,5 @@
-"""Panoptic pictures: segment colours, void, per-instance colours, names, the predictor drawer."""
+"""Panoptic pictures: segment colours, void, per-instance colours, boxes, names, ground truth of
+raw and mapped dataset dicts, the predictor drawer."""
 
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ import torch
 
 from uper_parsing.data.panoptic_utils import id2rgb
 from uper_parsing.engine.predictor import PICTURE_DRAWERS
-from uper_parsing.utils.panoptic_visualizer import (
-    _segment_label,
-    draw_panoptic_seg,
-    segment_class_name,
-    visualize_panoptic_prediction,
-)
+from uper_parsing.visualization import Visualizer, segment_class_name, segment_label
+from uper_parsing.visualization.colormap import darken
 
 CAR, PERSON = [200, 30, 30], [30, 30, 200]
 ROAD, SKY = [128, 64, 128], [70, 130, 180]
@@ -48,6 +45,12 @@ def scene():
 
 def blend(color, alpha: float = 0.5) -> np.ndarray:
     return np.round(GREY * (1 - alpha) + np.asarray(color) * alpha).astype(int)
+
+
+def draw_panoptic_seg(img, seg, info, meta, alpha: float = 0.5) -> np.ndarray:
+    """The segments over the image at its own size, no legend."""
+    visualizer = Visualizer(img, meta, min_short_side=0)
+    return visualizer.draw_panoptic_seg(seg, info, alpha=alpha, show_legend=False).get_image()
 
 
 def test_stuff_void_and_thing_colours():
@@ -98,10 +101,10 @@ def test_names_are_drawn_inside_their_segments():
         ys, xs = np.nonzero((out == color).all(axis=2))
         assert ys.size > 0
         assert y0 <= ys.mean() < y1 and x0 <= xs.mean() < x1
-    assert _segment_label(info[1], META) == "car 87%"
-    assert _segment_label(info[0], META) == "sky"
+    assert segment_label(info[1], META) == "car 87%"
+    assert segment_label(info[0], META) == "sky"
     crowd = {"id": 3, "isthing": True, "category_id": 1, "iscrowd": 1}
-    assert _segment_label(crowd, META) == "person (crowd)"
+    assert segment_label(crowd, META) == "person (crowd)"
     assert segment_class_name({"isthing": False, "category_id": 0}, META) == "road"
     assert segment_class_name({"isthing": True, "category_id": 7}, META) == "7"
 
@@ -130,9 +133,11 @@ def test_tiny_empty_and_unlisted_segments():
 def test_side_by_side_picture_widths():
     img, seg, info = scene()
     # 200 px short side -> upscaled x1.92 to 384 x 576 panels, 6 px gaps (pad 3 at font 0.5).
-    both = visualize_panoptic_prediction(img, (seg, info), META, (seg, info))
+    visualizer = Visualizer(img, META)
+    truth = {"pan_seg": seg, "segments_info": info}
+    both = visualizer.draw_panoptic_prediction(seg, info, truth).get_image()
     assert both.shape[1] == 3 * 576 + 2 * 6
-    alone = visualize_panoptic_prediction(img, (seg, info), META)
+    alone = visualizer.draw_panoptic_prediction(seg, info).get_image()
     assert alone.shape[1] == 2 * 576 + 6
     assert both.shape[0] == alone.shape[0] > 384  # titles above, legend below
 
@@ -164,3 +169,67 @@ def test_predictor_drawer_shows_prediction_and_ground_truth(tmp_path):
     # No panoptic PNG in the dict: [image | prediction].
     del d["pan_seg_file_name"]
     assert draw(img, outputs, d, META).shape[1] == 2 * 576 + 6
+
+
+def disk(shape, center, radius) -> np.ndarray:
+    ys, xs = np.ogrid[: shape[0], : shape[1]]
+    return (ys - center[0]) ** 2 + (xs - center[1]) ** 2 <= radius**2
+
+
+def test_things_get_a_box_on_their_extent_and_stuff_none():
+    img = np.full((H, W, 3), GREY, np.uint8)
+    seg = np.full((H, W), 5, np.int32)  # sky
+    seg[disk((H, W), (100, 60), 30)] = 6  # a round patch of road: stuff
+    seg[disk((H, W), (100, 200), 40)] = 7  # a round person: a thing
+    info = [
+        {"id": 5, "isthing": False, "category_id": 1},
+        {"id": 6, "isthing": False, "category_id": 0},
+        {"id": 7, "isthing": True, "category_id": 1, "score": 0.95},
+    ]
+    out = draw_panoptic_seg(img, seg, info, META).astype(int)
+    x0, y0, x1, y1 = 160, 60, 241, 141  # the person's tight box, exclusive ends
+    edge = darken(np.asarray(PERSON, np.uint8)).astype(int)
+    for rows, cols in [(y0, slice(x0, x1)), (y1 - 1, slice(x0, x1))]:
+        assert (out[rows, cols] == edge).all()
+    for rows, cols in [(slice(y0, y1), x0), (slice(y0, y1), x1 - 1)]:
+        assert (out[rows, cols] == edge).all()
+    # Its corners are sky pixels under the box; just outside them, plain sky.
+    assert (out[y0 - 2, x0 - 2] == blend(SKY)).all() and (out[y1 + 1, x1 + 1] == blend(SKY)).all()
+    assert (out[y0 + 2, x0 + 2] == blend(SKY)).all()  # inside the box, off the disk
+    # The road patch is stuff: no box, its bounding-box corner stays sky.
+    assert (out[70, 30] == blend(SKY)).all() and (out[71, 31] == blend(SKY)).all()
+
+
+def test_mapped_training_input_is_drawn_as_segments():
+    sem = np.full((80, 100), 255, np.uint8)
+    sem[:40] = 2  # stuff 1 (sky)
+    sem[40:] = 0  # things: one instance, the rest a crowd region
+    masks = np.zeros((1, 80, 100), np.uint8)
+    masks[0, 50:70, 10:40] = 1
+    instances = {"masks": torch.from_numpy(masks), "labels": torch.tensor([1]), "boxes": None}
+    mapped = {"image": None, "sem_seg": torch.from_numpy(sem), "instances": instances}
+    img = np.full((80, 100, 3), GREY, np.uint8)
+    visualizer = Visualizer(img, META, min_short_side=0)
+    drawn = visualizer.draw_dataset_dict(mapped).get_image()
+    ids = np.where(sem == 2, 2, 0)
+    ids[masks[0] > 0] = 256
+    info = [
+        {"id": 2, "isthing": False, "category_id": 1},
+        {"id": 256, "isthing": True, "category_id": 1},
+    ]
+    assert (drawn == visualizer.draw_panoptic_seg(ids, info).get_image()).all()
+    assert (drawn[45:, 60:100] == GREY).all()  # thing pixels of no instance (crowd) are void
+
+
+def test_dataset_dict_panoptic_png_is_read(tmp_path):
+    img, seg, info = scene()
+    gt_info = [{k: v for k, v in s.items() if k != "score"} for s in info]
+    write_panoptic_png(tmp_path / "pan.png", seg)
+    d = {"file_name": "x.jpg", "height": H, "width": W, "segments_info": gt_info}
+    d["pan_seg_file_name"] = str(tmp_path / "pan.png")
+    visualizer = Visualizer(img, META, min_short_side=0)
+    drawn = visualizer.draw_dataset_dict(d).get_image()
+    assert (drawn == visualizer.draw_panoptic_seg(seg, gt_info).get_image()).all()
+    assert drawn.shape[1] > W  # with its legend
+    with pytest.raises(ValueError, match="segment id 9 of .*pan.png is not listed"):
+        visualizer.draw_dataset_dict({**d, "segments_info": gt_info[:2]})

@@ -1,4 +1,4 @@
-"""Visualizer pictures: sizes, blended colours, contours, names, legend, side-by-side helper."""
+"""Visualizer pictures: sizes, blended colours, contours, names, legend, compose, the font."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from uper_parsing.utils.colormap import colormap, contrast_text_color, palette_for
-from uper_parsing.utils.visualizer import (
-    VisImage,
-    Visualizer,
-    draw_side_by_side,
-    visualize_sem_seg_prediction,
+from uper_parsing.data import Metadata
+from uper_parsing.visualization import LegendEntry, Panel, VisImage, Visualizer
+from uper_parsing.visualization.colormap import (
+    PANEL_RGB,
+    colormap,
+    contrast_text_color,
+    palette_for,
 )
+from uper_parsing.visualization.text import Style
 
 COLORS = [[250, 40, 40], [40, 200, 60], [30, 60, 230], [240, 220, 20]]
 META = SimpleNamespace(
@@ -128,8 +130,9 @@ def test_side_by_side_prediction_picture():
     img, gt = scene(128, 128)
     pred = np.where(gt == 255, 0, gt)
     pred[:30, :30] = 3  # "sand" only in the prediction
-    both = visualize_sem_seg_prediction(img, pred, META, gt)
-    only_pred = visualize_sem_seg_prediction(img, torch.from_numpy(pred), META)
+    visualizer = Visualizer(img, META)
+    both = visualizer.draw_sem_seg_prediction(pred, {"sem_seg": gt}).get_image()
+    only_pred = visualizer.draw_sem_seg_prediction(torch.from_numpy(pred)).get_image()
     assert both.dtype == np.uint8 and both.shape[2] == 3
     assert both.shape[1] > 3 * 384 and both.shape[0] > 384  # three upscaled panels + titles
     assert 2 * 384 < only_pred.shape[1] < 3 * 384
@@ -139,13 +142,19 @@ def test_side_by_side_prediction_picture():
     assert (legend == COLORS[1]).all(axis=2).sum() == 0
 
 
-def test_draw_side_by_side_pads_heights():
+def test_compose_pads_heights():
     a = np.zeros((50, 40, 3), np.uint8)
     b = np.zeros((30, 20, 3), np.uint8)
-    out = draw_side_by_side([a, b], ["a", "b"], gap=5)
-    assert out.shape[1] == 40 + 5 + 20 and out.shape[0] > 50
-    with pytest.raises(ValueError):
-        draw_side_by_side([a], ["a", "b"])
+    visualizer = Visualizer(a, min_short_side=0)
+    gap = 2 * visualizer.style.pad
+    out = visualizer.compose([Panel("a", a), Panel("b", b)]).get_image()
+    assert out.shape[1] == 40 + gap + 20 and out.shape[0] > 50
+    title_h = out.shape[0] - 50
+    assert (out[title_h + 30 :, 40 + gap :] == PANEL_RGB).all()  # b padded below
+    with pytest.raises(ValueError, match="at least one panel"):
+        visualizer.compose([])
+    with pytest.raises(ValueError, match="Panel 'grey' must be an \\(H, W, 3\\) uint8"):
+        visualizer.compose([Panel("grey", np.zeros((5, 5), np.uint8))])
 
 
 def test_colormap_helpers():
@@ -156,3 +165,85 @@ def test_colormap_helpers():
     assert palette[0].tolist() == [1, 2, 3] and (palette[1:] == colors[1:4]).all()
     assert contrast_text_color((240, 220, 20)) == (0, 0, 0)
     assert contrast_text_color((0, 0, 128)) == (255, 255, 255)
+
+
+def test_two_classes_blend_their_metadata_colours_at_alpha():
+    img, labels = scene()
+    out = Visualizer(img, META, min_short_side=0).draw_sem_seg(labels, alpha=0.2).get_image()
+    # grey 100 * 0.8 + colour * 0.2, far from names and boundaries
+    assert out[5, 5].tolist() == [130, 88, 88]  # wall (250, 40, 40)
+    assert out[170, 295].tolist() == [86, 92, 126]  # sky (30, 60, 230)
+
+
+def test_dataset_dict_label_file_is_read_and_drawn(tmp_path):
+    img, labels = scene()
+    path = tmp_path / "label.png"
+    cv2.imwrite(str(path), labels.astype(np.uint8))
+    metadata = Metadata("vis_test").set(**vars(META))  # the label reader's metadata type
+    visualizer = Visualizer(img, metadata, min_short_side=0)
+    from_file = visualizer.draw_dataset_dict({"file_name": "x.jpg", "sem_seg_file_name": str(path)})
+    assert (from_file.get_image() == visualizer.draw_sem_seg(labels).get_image()).all()
+    with pytest.raises(KeyError, match="x.jpg has no ground truth to draw"):
+        visualizer.draw_dataset_dict({"file_name": "x.jpg"})
+    cv2.imwrite(str(path), np.full((200, 300), 9, np.uint8))  # no class 9
+    with pytest.raises(ValueError, match="label.png"):
+        visualizer.draw_dataset_dict({"sem_seg_file_name": str(path)})
+
+
+def ink(text: str) -> np.ndarray:
+    canvas = np.full((40, 240, 3), 255, np.uint8)
+    Style.for_short_side(384).put_text(canvas, text, (2, 2), (0, 0, 0))
+    return canvas
+
+
+def test_greek_and_cyrillic_names_render_as_glyphs():
+    missing = ink("中")  # not in the font: its missing-glyph box
+    assert (missing != 255).any()
+    for text in ("θ", "Ж", "é"):
+        drawn = ink(text)
+        assert (drawn != 255).any() and not (drawn == missing).all(), text
+    assert not (ink("θάλασσα") == ink("небо")).all()
+    # a class name in the legend and on its region
+    meta = SimpleNamespace(stuff_classes=["θάλασσα", "небо"], stuff_colors=COLORS[:2])
+    img, labels = scene()
+    greek = Visualizer(img, meta, min_short_side=0).draw_sem_seg(np.minimum(labels, 1))
+    latin = Visualizer(img, META, min_short_side=0).draw_sem_seg(np.minimum(labels, 1))
+    assert greek.width != latin.width or not (greek.get_image() == latin.get_image()).all()
+
+
+def test_missing_and_unprintable_glyphs_never_raise():
+    for text in ("中文", "\x00\n\t", "\ud800", "😀 ok", ""):
+        ink(text)
+    meta = SimpleNamespace(stuff_classes=["中文\ud800", "😀"], ignore_label=255)
+    img, labels = scene(40, 60)
+    out = Visualizer(img, meta).draw_sem_seg(np.minimum(labels, 1)).get_image()
+    assert out.dtype == np.uint8 and out.shape[0] == 384
+
+
+def test_same_input_gives_the_same_bytes(tmp_path):
+    img, labels = scene(64, 96)
+    first = Visualizer(img, META).draw_sem_seg(labels)
+    second = Visualizer(img.copy(), META).draw_sem_seg(labels.copy())
+    assert first.get_image().tobytes() == second.get_image().tobytes()
+    first.save(str(tmp_path / "a.png"))
+    second.save(str(tmp_path / "b.png"))
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_compose_places_legends_and_notes():
+    square = np.zeros((100, 100, 3), np.uint8)
+    visualizer = Visualizer(square, min_short_side=0)
+    legend = [LegendEntry("wall", (250, 40, 40), 0.5), LegendEntry("sky", (30, 60, 230))]
+    right = visualizer.compose([Panel("", square)], legend).get_image()
+    assert right.shape[0] == 100 and right.shape[1] > 100  # at most 2:1 -> legend on the right
+    assert (right[:, 100:] == COLORS[0]).all(axis=2).sum() > 25
+    wide = np.zeros((60, 300, 3), np.uint8)
+    below = visualizer.compose([Panel("", wide)], legend).get_image()
+    assert below.shape[1] == 300 and below.shape[0] > 60  # wider than 2:1 -> legend below
+    assert (below[60:] == COLORS[0]).all(axis=2).sum() > 25
+    style = visualizer.style
+    line_h = style.text_size("Ag", 1.15)[1]
+    noted = visualizer.compose([Panel("", square)], notes=["one", "two"]).get_image()
+    assert noted.shape == (100 + 2 * style.pad + 2 * (line_h + style.pad), 100, 3)
+    own = visualizer.compose([Panel("", square, legend)]).get_image()
+    assert own.shape[1] == 100 and own.shape[0] > 100  # a panel's legend: below, cut to width
