@@ -15,84 +15,14 @@ files to OUTPUT_DIR/first_phase, and OUTPUT_DIR holds those of the complete mode
 SIGTERM or SIGUSR1 (what schedulers send before killing a job) stops training after an iteration
 every process agrees on, saves it as OUTPUT_DIR/model_<iter>.pth (named by last_checkpoint) and
 exits with status PREEMPTED_EXIT_CODE (75, EX_TEMPFAIL); --resume continues at the next iteration.
+
+The logic lives in ``uper_parsing.cli.train``; ``pip install .`` also installs it as the
+``uper-train`` command.
 """
 
-from __future__ import annotations
+from uper_parsing.cli.train import invoke_main, main, setup
 
-import logging
-import os
-import sys
-
-from uper_parsing.checkpoint import Checkpointer
-from uper_parsing.config import CfgNode, get_cfg
-from uper_parsing.engine import (
-    PREEMPTED_EXIT_CODE,
-    DefaultTrainer,
-    TrainingPreempted,
-    default_argument_parser,
-    default_setup,
-    launch,
-    train_model,
-    write_results,
-)
-from uper_parsing.engine.predictor import write_prediction_pictures
-from uper_parsing.modeling import prepare_for_inference
-from uper_parsing.utils import comm
-
-logger = logging.getLogger("uper_parsing")
-
-
-def setup(args) -> CfgNode:
-    """Defaults, then the config file, then command-line overrides; frozen."""
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    return cfg
-
-
-def main(args) -> dict:
-    cfg = setup(args)
-    if args.eval_only:
-        model = DefaultTrainer.build_model(cfg)
-        checkpointer = Checkpointer(
-            model,
-            cfg.OUTPUT_DIR,
-            partial=cfg.MODEL.WEIGHTS_PARTIAL,
-            weights_format=cfg.MODEL.WEIGHTS_FORMAT,
-        )
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        prepare_for_inference(model, cfg)
-        results = DefaultTrainer.test(cfg, model)
-        if comm.is_main_process():
-            write_results(results, os.path.join(cfg.OUTPUT_DIR, "results.json"))
-    else:
-        results, model = train_model(cfg, resume=args.resume)
-    if comm.is_main_process() and cfg.TEST.VIS_NUM_IMAGES > 0:
-        for dataset_name in cfg.DATASETS.TEST:
-            paths = write_prediction_pictures(
-                cfg, model, dataset_name, os.path.join(cfg.OUTPUT_DIR, "vis")
-            )
-            logger.info("Wrote %d pictures of predictions on %s", len(paths), dataset_name)
-    return results
-
-
-def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except TrainingPreempted as stop:
-        logger.warning("%s; exiting with status %d", stop, PREEMPTED_EXIT_CODE)
-        sys.exit(PREEMPTED_EXIT_CODE)
-
+__all__ = ["invoke_main", "main", "setup"]
 
 if __name__ == "__main__":
     invoke_main()

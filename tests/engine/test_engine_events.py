@@ -7,17 +7,16 @@ import pytest
 from _engine_fakes import engine_test_env, uper_logs  # noqa: F401
 
 from uper_parsing.utils.events import CommonMetricPrinter, EventStorage, JSONWriter
-from uper_parsing.utils.logger import log_every_n_seconds, setup_logger
+from uper_parsing.utils.logger import setup_logger
 
 
-def test_storage_smoothing_windows_and_scopes():
+def test_storage_smoothing_windows():
     with EventStorage() as storage:
         for it in range(30):
             storage.iter = it
             storage.put_scalar("loss", float(it))
             storage.put_scalar("lr", 0.1 * it, smoothing_hint=False)
-        with storage.name_scope("val"):
-            storage.put_scalars(acc=0.5, smoothing_hint=False)
+        storage.put_scalars(**{"val/acc": 0.5}, smoothing_hint=False)
         smoothed = storage.latest_with_smoothing_hint(window_size=20)
         assert smoothed["loss"] == (storage.history("loss").median(20), 29)
         assert storage.history("loss").median(20) == pytest.approx(19.5)  # median of 10..29
@@ -87,10 +86,3 @@ def test_setup_logger_files_per_rank_and_no_duplicates(tmp_path, capsys):
         for handler in list(logging.getLogger(n).handlers):
             logging.getLogger(n).removeHandler(handler)
             handler.close()
-
-
-def test_log_every_n_seconds_rate_limits(caplog):
-    with caplog.at_level(logging.INFO, logger="tests.rate"):
-        for _ in range(5):
-            log_every_n_seconds(logging.INFO, "tick", n=60, name="tests.rate")
-    assert [r.getMessage() for r in caplog.records].count("tick") == 1

@@ -44,9 +44,11 @@ def _cfg(optimizer="SGD"):
     cfg.SOLVER.WEIGHT_DECAY_NORM = 3e-5
     cfg.SOLVER.WEIGHT_DECAY_BIAS = 2e-5
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.5
-    cfg.SOLVER.MOMENTUM = 0.8
-    cfg.SOLVER.NESTEROV = True
-    cfg.SOLVER.BETAS = [0.8, 0.95]
+    if optimizer == "SGD":  # each optimizer's own keys: the other's are rejected when set
+        cfg.SOLVER.MOMENTUM = 0.8
+        cfg.SOLVER.NESTEROV = True
+    if optimizer == "AdamW":
+        cfg.SOLVER.BETAS = [0.8, 0.95]
     return cfg
 
 

@@ -62,6 +62,17 @@ class CfgNode(_FvcoreCfgNode):
                 raise
             raise self._unknown_key_error(err, f"config file {cfg_filename}") from None
 
+    def merge_from_yaml_text(self, text: str, source: str) -> CfgNode:
+        """Merge a config written as YAML text (``cfg.dump()``, as checkpoints store it);
+        ``source`` names where the text comes from in errors."""
+        try:
+            self.merge_from_other_cfg(type(self).load_cfg(text))
+        except (KeyError, AssertionError) as err:
+            if isinstance(err, ConfigKeyError):
+                raise
+            raise self._unknown_key_error(err, source) from None
+        return self
+
     def merge_from_list(self, cfg_list: list) -> CfgNode:
         try:
             super().merge_from_list(cfg_list)
@@ -79,14 +90,38 @@ def get_cfg() -> CfgNode:
     return _C.clone()
 
 
-def configurable(init_func: Callable) -> Callable:
-    """Make ``Class(cfg, ...)`` pass the dict of ``Class.from_config(cfg, ...)`` to ``__init__``.
+def configurable(
+    init_func: Callable | None = None, *, from_config: Callable | None = None
+) -> Callable:
+    """Let a constructor or a function be called with a config as well as with its arguments.
 
-    The class can still be built from plain keyword arguments: ``Class(num_classes=3, ...)``.
+    Two forms:
+
+    - ``@configurable`` on ``__init__``: ``Class(cfg, ...)`` passes the dict of
+      ``Class.from_config(cfg, ...)`` to ``__init__``; ``Class(num_classes=3, ...)`` still works.
+    - ``@configurable(from_config=f)`` on a function: ``func(cfg, ...)`` calls
+      ``func(**f(cfg, ...))``; ``func(dataset=..., mapper=...)`` calls it as written. The
+      wrapped function keeps ``f`` as ``func.from_config``.
+
+    In both, a call is "with a config" when its first positional argument, or its ``cfg``
+    keyword, is a ``CfgNode``; keyword arguments that ``from_config`` does not take go straight to
+    the decorated callable, overriding what ``from_config`` returned.
     """
-    if init_func.__name__ != "__init__":
-        raise TypeError("@configurable decorates __init__ only")
+    if init_func is not None:
+        if from_config is not None or init_func.__name__ != "__init__":
+            raise TypeError(
+                "@configurable without arguments decorates __init__ only; decorate a function "
+                "with @configurable(from_config=...)"
+            )
+        return _configurable_init(init_func)
+    if from_config is None or not inspect.isfunction(from_config):
+        raise TypeError(
+            f"@configurable(from_config=...) needs a function taking cfg first, got {from_config!r}"
+        )
+    return functools.partial(_configurable_function, from_config=from_config)
 
+
+def _configurable_init(init_func: Callable) -> Callable:
     @functools.wraps(init_func)
     def wrapped(self, *args: Any, **kwargs: Any) -> None:
         from_config = getattr(type(self), "from_config", None)
@@ -98,6 +133,17 @@ def configurable(init_func: Callable) -> Callable:
         else:
             init_func(self, *args, **kwargs)
 
+    return wrapped
+
+
+def _configurable_function(func: Callable, *, from_config: Callable) -> Callable:
+    @functools.wraps(func)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if _called_with_cfg(*args, **kwargs):
+            return func(**_get_args_from_config(from_config, *args, **kwargs))
+        return func(*args, **kwargs)
+
+    wrapped.from_config = from_config  # type: ignore[attr-defined]
     return wrapped
 
 

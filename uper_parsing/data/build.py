@@ -7,13 +7,14 @@ import logging
 import multiprocessing
 import pickle
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from ..config import configurable
 from ..utils import comm
 from ..utils.env import derived_seed, seed_all_rng
 from .catalog import DatasetCatalog, MetadataCatalog
@@ -283,7 +284,8 @@ def _worker_context(num_workers: int) -> str | None:
 
     A process started by ``launch`` (``--num-gpus``) is spawned, and Python makes "spawn" the
     default start method inside it, so its loader workers would each start a fresh interpreter
-    and import everything again (about 40 s before the first batch of a 2-GPU evaluation).
+    and import everything again before the first batch (docs/BENCHMARKS.md, "Panoptic FPN R50
+    on 2 H200s").
     Forking is what a single process and torchrun's processes use anyway; workers never touch
     CUDA.
     """
@@ -292,64 +294,147 @@ def _worker_context(num_workers: int) -> str | None:
     return None
 
 
-def _worker_options(cfg: Any) -> dict[str, Any]:
-    """DataLoader arguments of the training loaders: ``DATALOADER.NUM_WORKERS`` persistent
-    workers (no per-worker seeding: ``TrainStream`` seeds every item by its position); batches
-    in pinned memory when ``DATALOADER.PIN_MEMORY`` and CUDA is present (the model's copies are
-    then asynchronous)."""
-    workers = cfg.DATALOADER.NUM_WORKERS
+def _worker_options(num_workers: int, pin_memory: bool) -> dict[str, Any]:
+    """DataLoader arguments of the training loaders: ``num_workers`` persistent workers (no
+    per-worker seeding: ``TrainStream`` seeds every item by its position); batches in pinned
+    memory when ``pin_memory`` and CUDA is present (the model's copies are then asynchronous)."""
     return {
-        "pin_memory": bool(cfg.DATALOADER.PIN_MEMORY) and torch.cuda.is_available(),
-        "num_workers": workers,
-        "persistent_workers": workers > 0,
-        "multiprocessing_context": _worker_context(workers),
+        "pin_memory": bool(pin_memory) and torch.cuda.is_available(),
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "multiprocessing_context": _worker_context(num_workers),
     }
 
 
-def _images_per_worker(cfg: Any, world_size: int | None = None) -> int:
-    total = cfg.SOLVER.IMS_PER_BATCH
-    world = comm.get_world_size() if world_size is None else world_size
-    if total <= 0 or total % world != 0:
+def _images_per_process(total_batch_size: int, world_size: int) -> int:
+    if total_batch_size <= 0 or total_batch_size % world_size != 0:
         raise ValueError(
-            f"SOLVER.IMS_PER_BATCH ({total}) must be a positive multiple of the number of "
-            f"processes ({world})"
+            f"The total batch size (SOLVER.IMS_PER_BATCH) {total_batch_size} must be a positive "
+            f"multiple of the number of processes ({world_size})"
         )
-    return total // world
+    return total_batch_size // world_size
 
 
-def build_train_loader(cfg: Any, mapper: Callable[[dict], dict] | None = None) -> Iterable:
-    """Infinite loader of training batches (``list[dict]`` of ``IMS_PER_BATCH // world_size``).
+def _is_multitask(names: Sequence[str]) -> bool:
+    """Whether ``names`` are multi-task datasets (their metadata lists ``sources``)."""
+    return bool(len(names)) and MetadataCatalog.get(names[0]).get("sources") is not None
 
-    Dataset dicts of ``DATASETS.TRAIN`` are mapped by ``mapper`` (default: ``build_mapper(cfg,
-    True)``) in ``DATALOADER.NUM_WORKERS`` workers, in the order of a seeded ``TrainingSampler``
-    (``SEED``, or a shared random seed when negative), in global batches of ``IMS_PER_BATCH``
-    (grouped by aspect ratio when ``DATALOADER.ASPECT_RATIO_GROUPING``) that ``TrainStream``
-    deals out to the processes. Multi-task datasets (metadata with ``sources``) go to
-    ``build_multitask_train_loader``.
-    """
-    names = cfg.DATASETS.TRAIN
-    if len(names) and MetadataCatalog.get(names[0]).get("sources") is not None:
-        return build_multitask_train_loader(cfg, mapper)
-    batch_size = _images_per_worker(cfg)
-    dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
-    mapper = mapper if mapper is not None else build_mapper(cfg, True)
+
+def _train_loader_from_config(
+    cfg: Any,
+    mapper: Callable[[dict], Any] | None = None,
+    *,
+    dataset: Sequence[Any] | None = None,
+    sampler: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """``build_train_loader``'s arguments from ``cfg``: ``DATASETS.TRAIN`` (or ``dataset``),
+    ``build_mapper(cfg, True)`` (or ``mapper``), a ``DATALOADER.SAMPLER_TRAIN`` seeded by ``SEED``
+    (or ``sampler``), ``SOLVER.IMS_PER_BATCH`` and the ``DATALOADER`` options; multi-task datasets
+    (metadata with ``sources``) get ``build_multitask_train_loader``'s arguments."""
+    if dataset is None and sampler is None and _is_multitask(cfg.DATASETS.TRAIN):
+        return _multitask_loader_args(cfg, mapper)
+    _images_per_process(cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size())  # before any reading
+    dataset = get_dataset_dicts(cfg.DATASETS.TRAIN) if dataset is None else dataset
+    mapper = build_mapper(cfg, True) if mapper is None else mapper
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    name = cfg.DATALOADER.SAMPLER_TRAIN
-    if name not in _TRAIN_SAMPLERS:
-        raise ValueError(
-            f"DATALOADER.SAMPLER_TRAIN = {name!r} is not one of {list(_TRAIN_SAMPLERS)}"
+    if sampler is None:
+        name = cfg.DATALOADER.SAMPLER_TRAIN
+        if name not in _TRAIN_SAMPLERS:
+            raise ValueError(
+                f"DATALOADER.SAMPLER_TRAIN = {name!r} is not one of {list(_TRAIN_SAMPLERS)}"
+            )
+        # the global stream: every process reads all of it and maps its share (TrainStream)
+        sampler = _TRAIN_SAMPLERS[name](len(dataset), shuffle=True, seed=seed, rank=0, world_size=1)
+    return {
+        "dataset": dataset,
+        "mapper": mapper,
+        "sampler": sampler,
+        "total_batch_size": cfg.SOLVER.IMS_PER_BATCH,
+        "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        "seed": seed,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "pin_memory": cfg.DATALOADER.PIN_MEMORY,
+        "skip_bad_samples": cfg.DATALOADER.SKIP_BAD_SAMPLES,
+    }
+
+
+@configurable(from_config=_train_loader_from_config)
+def build_train_loader(
+    dataset: Sequence[Any],
+    *,
+    mapper: Callable[[Any], Any] | None,
+    total_batch_size: int,
+    sampler: Iterable[int] | None = None,
+    aspect_ratio_grouping: bool = True,
+    batch_sampler: Iterable[list[int]] | None = None,
+    groups: Sequence[Any] | None = None,
+    seed: int | None = None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    skip_bad_samples: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> TrainLoader:
+    """Infinite loader of training batches, ``list`` of ``total_batch_size // world_size`` mapped
+    items; callable as ``build_train_loader(cfg, mapper=None, *, dataset=None, sampler=None)`` or
+    with explicit arguments and no cfg (``configurable``).
+
+    The global batches (the same on every process) come from ``batch_sampler``, or are cut from
+    ``sampler`` in ``total_batch_size`` (grouped by orientation with ``aspect_ratio_grouping``);
+    ``TrainStream`` deals each out to the processes and seeds every item from (``seed``, batch
+    number, position), so the stream is a function of the seed.
+
+    Args:
+        dataset: a list of dataset dicts (stored serialized) or a map-style dataset.
+        mapper: ``mapper(item) -> model input``; None: items are used as they are.
+        total_batch_size: images per step summed over all processes (``SOLVER.IMS_PER_BATCH``).
+        sampler: infinite stream of dataset indices, the same on every process (default: a
+            shuffled ``TrainingSampler(len(dataset), seed=seed, rank=0, world_size=1)``).
+        aspect_ratio_grouping: batch images of one orientation (``height`` / ``width`` of the
+            dataset dicts) together.
+        batch_sampler: global batches of indices instead of ``sampler`` (the multi-task
+            ``SourceBatchSampler``).
+        groups: group of each item, where a skipped bad sample is replaced from (one group when
+            None).
+        seed: seed of the default sampler and of the items (None: one drawn and shared).
+        num_workers, pin_memory: ``DataLoader`` options (pinning only where CUDA is present).
+        skip_bad_samples: ``DATALOADER.SKIP_BAD_SAMPLES`` (see ``MapDataset``).
+        rank / world_size: this process's share; default from ``torch.distributed``.
+    """
+    world = comm.get_world_size() if world_size is None else int(world_size)
+    batch_size = _images_per_process(total_batch_size, world)
+    seed = comm.shared_random_seed() if seed is None else int(seed)
+    if batch_sampler is None:
+        batch_sampler = _global_batches(
+            dataset, sampler, total_batch_size, aspect_ratio_grouping, seed
         )
-    # the global stream: every process reads all of it and maps its share (TrainStream)
-    sampler = _TRAIN_SAMPLERS[name](len(dicts), shuffle=True, seed=seed, rank=0, world_size=1)
-    total = cfg.SOLVER.IMS_PER_BATCH
-    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
-        batches = GroupedBatchSampler(sampler, [_is_portrait(d) for d in dicts], total)
-    else:
-        batches = BatchSampler(sampler, total)
-    skip_bad = cfg.DATALOADER.SKIP_BAD_SAMPLES
-    dataset = MapDataset(SerializedList(dicts), mapper, skip_bad=skip_bad)
-    stream = TrainStream(dataset, batches, seed=seed, batch_size=batch_size)
-    return TrainLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
+    elif sampler is not None:
+        raise ValueError("build_train_loader takes a sampler or a batch_sampler, not both")
+    items = SerializedList(dataset) if isinstance(dataset, list) else dataset
+    mapped = MapDataset(
+        items, _identity if mapper is None else mapper, skip_bad=skip_bad_samples, groups=groups
+    )
+    stream = TrainStream(
+        mapped, batch_sampler, seed=seed, batch_size=batch_size, world_size=world, rank=rank
+    )
+    options = _worker_options(num_workers, pin_memory)
+    return TrainLoader(stream, batch_size=None, collate_fn=_identity, **options)
+
+
+def _global_batches(
+    dataset: Sequence[Any],
+    sampler: Iterable[int] | None,
+    total_batch_size: int,
+    aspect_ratio_grouping: bool,
+    seed: int,
+) -> Iterable[list[int]]:
+    """Batches of ``total_batch_size`` indices of ``sampler`` (default: a shuffled
+    ``TrainingSampler`` of the whole stream), grouped by orientation when asked."""
+    if sampler is None:
+        sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed, rank=0, world_size=1)
+    if not aspect_ratio_grouping:
+        return BatchSampler(sampler, total_batch_size)
+    return GroupedBatchSampler(sampler, [_is_portrait(d) for d in dataset], total_batch_size)
 
 
 def _is_portrait(d: dict) -> int:
@@ -374,18 +459,14 @@ def source_indices(dicts: Sequence[dict]) -> dict[str, list[int]]:
     return out
 
 
-def _with_trainable_tasks(dicts: list[dict], cfg: Any) -> list[dict]:
-    """The images that label at least one task the model trains: ``MODEL.MULTITASK.TASKS``, or
-    only "texture" when ``MODEL.MULTITASK.TEXTURE_TRAINING`` is "second_phase"."""
-    multitask = cfg.MODEL.MULTITASK
-    trainable = (
-        {"texture"} if multitask.TEXTURE_TRAINING == "second_phase" else set(multitask.TASKS)
-    )
+def _with_trainable_tasks(
+    dicts: list[dict], names: Sequence[str], trainable: Collection[str]
+) -> list[dict]:
+    """The images of datasets ``names`` that label at least one of the ``trainable`` tasks."""
+    trainable = set(trainable)
     kept = [d for d in dicts if trainable.intersection(d.get("tasks", ()))]
     if not kept:
-        raise ValueError(
-            f"No image of {list(cfg.DATASETS.TRAIN)} labels a task the model trains ({trainable})"
-        )
+        raise ValueError(f"No image of {list(names)} labels a task the model trains ({trainable})")
     if len(kept) < len(dicts):
         logger.info("Training on %d of %d images: the rest label none of %s", len(kept),
                     len(dicts), sorted(trainable))  # fmt: skip
@@ -396,6 +477,7 @@ def build_multitask_train_loader(
     cfg: Any,
     mapper: Callable[[dict], dict] | None = None,
     *,
+    tasks: Collection[str] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
 ) -> Iterable:
@@ -410,41 +492,91 @@ def build_multitask_train_loader(
 
     Args:
         mapper: default ``build_mapper(cfg, True)`` (``INPUT.DATASET_MAPPER_NAME = "multitask"``).
+        tasks: the tasks the model trains: images labelling none of them are left out (the
+            multi-task record passes its model's, ``tasks.multitask.trainable_tasks``); None
+            keeps every image.
         rank / world_size: this process's shard; default from ``torch.distributed``.
     """
+    args = _multitask_loader_args(cfg, mapper, tasks=tasks, rank=rank, world_size=world_size)
+    return build_train_loader(**args)
+
+
+def _multitask_loader_args(
+    cfg: Any,
+    mapper: Callable[[dict], dict] | None = None,
+    *,
+    tasks: Collection[str] | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> dict[str, Any]:
+    """``build_train_loader``'s arguments for ``build_multitask_train_loader``."""
     names = list(cfg.DATASETS.TRAIN)
-    dicts = _with_trainable_tasks(get_dataset_dicts(names), cfg)
+    dicts = get_dataset_dicts(names)
+    if tasks is not None:
+        dicts = _with_trainable_tasks(dicts, names, tasks)
     _check_metadata_consistency(names, _SHARED_MULTITASK_METADATA)
     world = comm.get_world_size() if world_size is None else int(world_size)
-    batch_size = _images_per_worker(cfg, world)
-    mapper = mapper if mapper is not None else build_mapper(cfg, True)
+    total = cfg.SOLVER.IMS_PER_BATCH
+    _images_per_process(total, world)
+    mapper = build_mapper(cfg, True) if mapper is None else mapper
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     # the global batches: every process reads all of them and maps its share (TrainStream)
-    sampler = SourceBatchSampler(
-        source_indices(dicts), batch_size * world, seed, rank=0, world_size=1
-    )
+    sampler = SourceBatchSampler(source_indices(dicts), total, seed, rank=0, world_size=1)
     logger.info("Multi-task sources: %s", {n: len(i) for n, i in source_indices(dicts).items()})
-    skip_bad, sources = cfg.DATALOADER.SKIP_BAD_SAMPLES, [d["source"] for d in dicts]
-    dataset = MapDataset(SerializedList(dicts), mapper, skip_bad=skip_bad, groups=sources)
-    stream = TrainStream(
-        dataset, sampler, seed=seed, batch_size=batch_size, world_size=world, rank=rank
-    )
-    return TrainLoader(stream, batch_size=None, collate_fn=_identity, **_worker_options(cfg))
+    return {
+        "dataset": dicts,
+        "mapper": mapper,
+        "total_batch_size": total,
+        "batch_sampler": sampler,
+        "groups": [d["source"] for d in dicts],
+        "seed": seed,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "pin_memory": cfg.DATALOADER.PIN_MEMORY,
+        "skip_bad_samples": cfg.DATALOADER.SKIP_BAD_SAMPLES,
+        "rank": rank,
+        "world_size": world,
+    }
 
 
+def _test_loader_from_config(
+    cfg: Any, dataset_name: str, mapper: Callable[[dict], Any] | None = None
+) -> dict[str, Any]:
+    """``build_test_loader``'s arguments: the dicts of ``dataset_name`` (one dataset: each test
+    set is evaluated on its own), ``build_mapper(cfg, False)`` (or ``mapper``) and
+    ``DATALOADER.NUM_WORKERS``."""
+    return {
+        "dataset": get_dataset_dicts([dataset_name]),
+        "mapper": build_mapper(cfg, False) if mapper is None else mapper,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+    }
+
+
+@configurable(from_config=_test_loader_from_config)
 def build_test_loader(
-    cfg: Any, dataset_name: str, mapper: Callable[[dict], dict] | None = None
+    dataset: Sequence[Any],
+    *,
+    mapper: Callable[[Any], Any] | None,
+    sampler: Iterable[int] | None = None,
+    num_workers: int = 0,
 ) -> DataLoader:
-    """Loader over this process's shard of ``dataset_name``, batches of one (``list[dict]``)."""
-    dicts = get_dataset_dicts([dataset_name])
-    mapper = mapper if mapper is not None else build_mapper(cfg, False)
-    dataset = MapDataset(SerializedList(dicts), mapper)
+    """Loader over this process's shard of ``dataset``, batches of one (``list`` of one mapped
+    item); callable as ``build_test_loader(cfg, dataset_name, mapper=None)`` or with explicit
+    arguments and no cfg (``configurable``).
+
+    Args:
+        dataset: a list of dataset dicts (stored serialized) or a map-style dataset.
+        mapper: ``mapper(item) -> model input``; None: items are used as they are.
+        sampler: indices this process loads (default: its contiguous ``InferenceSampler`` shard).
+        num_workers: loader worker processes (forked where the platform can).
+    """
+    items = SerializedList(dataset) if isinstance(dataset, list) else dataset
+    mapped = MapDataset(items, _identity if mapper is None else mapper)
     return DataLoader(
-        dataset,
+        mapped,
         batch_size=1,
-        sampler=InferenceSampler(len(dataset)),
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        sampler=InferenceSampler(len(mapped)) if sampler is None else sampler,
+        num_workers=num_workers,
         collate_fn=trivial_batch_collator,
         worker_init_fn=worker_init_reset_seed,
-        multiprocessing_context=_worker_context(cfg.DATALOADER.NUM_WORKERS),
+        multiprocessing_context=_worker_context(num_workers),
     )

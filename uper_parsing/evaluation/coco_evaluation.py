@@ -8,9 +8,7 @@ its ``iscrowd``) becomes a COCO annotation with an RLE mask, the mask's tight bo
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,8 +16,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
-from ..utils import comm
-from .evaluator import DatasetEvaluator
+from .base import GatheringEvaluator, Results, headline, metrics_table, write_json
 from .panoptic_evaluation import stdout_to_debug_log
 
 __all__ = ["COCOEvaluator", "instances_to_coco_json", "panoptic_to_coco_annotations"]
@@ -110,13 +107,15 @@ def instances_to_coco_json(
     return results
 
 
-class COCOEvaluator(DatasetEvaluator):
+class COCOEvaluator(GatheringEvaluator):
     """COCO AP (``bbox`` and / or ``segm``) of ``output["instances"]``.
 
     Results, in percent: ``{task: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"}}``;
     as in detectron2, a metric without ground truth (no object of that size or class) is NaN.
     Without any prediction every metric is 0.0 (and a warning is logged).
     """
+
+    results_file = "coco_evaluation.json"
 
     def __init__(
         self,
@@ -135,18 +134,13 @@ class COCOEvaluator(DatasetEvaluator):
                 written (``None``: nothing is written).
             distributed: gather predictions from every process before scoring.
         """
-        from ..data import MetadataCatalog
-
         unknown = set(tasks) - {"bbox", "segm"}
         if unknown or not tasks:
             raise ValueError(
                 f"COCOEvaluator tasks must be a subset of ('bbox', 'segm'), got {tasks}"
             )
-        self._dataset_name = dataset_name
+        super().__init__(dataset_name, output_dir=output_dir, distributed=distributed)
         self._tasks = tuple(tasks)
-        self._output_dir = output_dir
-        self._distributed = distributed
-        self._metadata = MetadataCatalog.get(dataset_name)
         forward = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
         if forward is None:
             raise KeyError(
@@ -189,31 +183,28 @@ class COCOEvaluator(DatasetEvaluator):
         ids = read_panoptic(input_dict)
         return panoptic_to_coco_annotations(ids, input_dict["segments_info"], self._thing_ids)
 
-    def evaluate(self) -> dict[str, dict[str, float]] | None:
-        predictions, images = self._predictions, self._images
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather((self._predictions, self._images))
-            if not comm.is_main_process():
-                return None
-            predictions = [p for preds, _ in gathered for p in preds]
-            images = [i for _, imgs in gathered for i in imgs]
+    def local_state(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return self._predictions, self._images
+
+    def merge_states(
+        self, states: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        predictions = [p for preds, _ in states for p in preds]
+        images = [i for _, imgs in states for i in imgs]
+        return predictions, images
+
+    def score(self, state: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> Results:
+        predictions, images = state
         if not images:
             logger.warning("COCOEvaluator on %s saw no images.", self._dataset_name)
             return {}
         if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            with open(os.path.join(self._output_dir, "coco_instances_results.json"), "w") as f:
-                json.dump(predictions, f)
+            write_json(predictions, self._output_dir, "coco_instances_results.json", indent=None)
         coco_gt = self._coco_gt(images)
         image_ids = [i["image"]["id"] for i in images]
-        results = {
+        return {
             task: self._evaluate_task(coco_gt, predictions, image_ids, task) for task in self._tasks
         }
-        if self._output_dir:
-            with open(os.path.join(self._output_dir, "coco_evaluation.json"), "w") as f:
-                json.dump(results, f, indent=2)
-        return results
 
     def _coco_gt(self, images: list[dict[str, Any]]) -> Any:
         """A pycocotools ``COCO`` of the ground truth (loaded, or built from panoptic labels)."""
@@ -276,13 +267,10 @@ class COCOEvaluator(DatasetEvaluator):
             values = values[values > -1]
             ap = float(100 * np.mean(values)) if values.size else float("nan")
             metrics[f"AP-{cat_names[int(cat_id)]}"] = ap
-        self._log_results(task, metrics)
         return metrics
 
-    def _log_results(self, task: str, metrics: dict[str, float]) -> None:
-        headline = ", ".join(f"{m} {metrics[m]:.2f}" for m in _METRICS)
-        lines = [f"COCO {task} on {self._dataset_name}: {headline}", f"{'class':<24}{'AP':>8}"]
-        for key, value in metrics.items():
-            if key.startswith("AP-"):
-                lines.append(f"{key[3:][:23]:<24}{value:8.2f}")
-        logger.info("\n".join(lines))
+    def log_results(self, results: Results) -> None:
+        for task, metrics in results.items():
+            rows = [(key[3:], [value]) for key, value in metrics.items() if key.startswith("AP-")]
+            lines = [f"COCO {task} on {self._dataset_name}: {headline(metrics)}"]
+            logger.info("\n".join(lines + metrics_table(["AP"], rows)))

@@ -17,19 +17,22 @@ Scene and texture give top-1 accuracy, the same under both (CSAIL has no texture
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..utils import comm
+from .base import GatheringEvaluator, Results, headline
 from .build import register_evaluator
-from .evaluator import DatasetEvaluator
-from .sem_seg_evaluation import sem_seg_metrics
+from .confusion import (
+    argmax_labels,
+    bincount_matrix,
+    check_labels,
+    confusion_matrix,
+    sem_seg_metrics,
+)
 
 __all__ = ["MultiTaskEvaluator", "part_metrics", "reference_map_metrics", "reference_part_metrics"]
 
@@ -71,19 +74,6 @@ class _Counts:
             self.top1[task] += counts
         for task, count in other.images.items():
             self.images[task] = self.images.get(task, 0) + count
-
-
-def _argmax(scores: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Index of the highest score along the first dimension, as int64."""
-    if isinstance(scores, torch.Tensor):
-        return scores.detach().argmax(dim=0).to(device="cpu", dtype=torch.int64).numpy()
-    return np.asarray(scores).argmax(axis=0).astype(np.int64)
-
-
-def _confusion(pred: np.ndarray, gt: np.ndarray, num_bins: int) -> np.ndarray:
-    """(num_bins, num_bins) ``[pred, gt]`` counts of two int arrays with values in [0, num_bins)."""
-    flat = num_bins * pred.reshape(-1) + gt.reshape(-1)
-    return np.bincount(flat, minlength=num_bins * num_bins).reshape(num_bins, num_bins)
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -226,7 +216,7 @@ def _part_layouts(meta: Any) -> list[_PartLayout]:
 
 
 @register_evaluator("multitask")
-class MultiTaskEvaluator(DatasetEvaluator):
+class MultiTaskEvaluator(GatheringEvaluator):
     """Scene, object, part, material and texture metrics of a unified perceptual parser, under
     CSAIL's reference protocol and under ours.
 
@@ -279,6 +269,8 @@ class MultiTaskEvaluator(DatasetEvaluator):
          "scene_ours": ..., "object_ours": ..., ...}
     """
 
+    results_file = "multitask_evaluation.json"
+
     def __init__(
         self, dataset_name: str, *, distributed: bool = True, output_dir: str | None = None
     ) -> None:
@@ -291,12 +283,7 @@ class MultiTaskEvaluator(DatasetEvaluator):
         Raises:
             ValueError: an object's first part is not its "-" part.
         """
-        from ..data import MetadataCatalog
-
-        self._dataset_name = dataset_name
-        self._distributed = distributed
-        self._output_dir = output_dir
-        self._metadata = MetadataCatalog.get(dataset_name)
+        super().__init__(dataset_name, output_dir=output_dir, distributed=distributed)
         meta = self._metadata
         self._ignore_label = getattr(meta, "ignore_label", 255)
         self._class_names = {
@@ -349,7 +336,7 @@ class MultiTaskEvaluator(DatasetEvaluator):
         scores = output[task]
         if scores.ndim != 1:
             raise ValueError(f"output[{task!r}] must be (K,) scores, got {tuple(scores.shape)}")
-        correct = int(_argmax(scores)) == int(self._field(input_dict, task))
+        correct = int(argmax_labels(scores)) == int(self._field(input_dict, task))
         self._counts.top1[task] += np.array([int(correct), 1])
 
     def _process_map(self, task: str, input_dict: dict[str, Any], output: dict) -> np.ndarray:
@@ -361,14 +348,16 @@ class MultiTaskEvaluator(DatasetEvaluator):
                 f"output[{task!r}] must be (K={num_classes}, H, W) scores, got shape "
                 f"{tuple(scores.shape)} for {input_dict.get('file_name')}"
             )
-        pred = _argmax(scores)
+        pred = argmax_labels(scores)
         gt = self._read_gt(task, input_dict, pred.shape)
-        gt_bins = np.where(gt == self._ignore_label, num_classes, gt)
-        self._counts.conf[task] += _confusion(pred, gt_bins, num_classes + 1)
+        source = f"{input_dict[f'{task}_file_name']} ({task})"
+        self._counts.conf[task] += confusion_matrix(
+            pred, gt, num_classes, self._ignore_label, source
+        )
         return gt
 
     def _process_parts(self, input_dict: dict[str, Any], output: dict, gt_object: np.ndarray):
-        pred_object = _argmax(output["object"])
+        pred_object = argmax_labels(output["object"])
         gt_part = self._read_gt("part", input_dict, pred_object.shape, objects=gt_object)
         gt_unlabelled = gt_object == self._ignore_label
         for layout in self._parts:
@@ -396,9 +385,11 @@ class MultiTaskEvaluator(DatasetEvaluator):
         union = pred_in | gt_real  # elsewhere both maps are 0, which no score reads
         pred = np.zeros_like(gt_local)
         if pred_in.any():
-            pred[pred_in] = _argmax(part_scores[list(layout.part_ids)])[pred_in]
+            pred[pred_in] = argmax_labels(part_scores[list(layout.part_ids)])[pred_in]
         n = len(layout.part_ids)
-        self._counts.reference_part_conf[layout.obj] += _confusion(pred[union], gt_local[union], n)
+        self._counts.reference_part_conf[layout.obj] += bincount_matrix(
+            pred[union], gt_local[union], n
+        )
 
     def _add_our_parts(
         self,
@@ -414,10 +405,10 @@ class MultiTaskEvaluator(DatasetEvaluator):
         union = pred_in | gt_in
         pred = np.full(pred_in.shape, n, dtype=np.int64)
         if pred_in.any():
-            pred[pred_in] = _argmax(part_scores[list(layout.part_ids[1:])])[pred_in]
+            pred[pred_in] = argmax_labels(part_scores[list(layout.part_ids[1:])])[pred_in]
         inside = np.where(gt_local > 0, gt_local - 1, n + 1)  # "-" inside o is ignored
         gt = np.where(gt_in, inside, np.where(gt_unlabelled, n + 1, n))
-        self._counts.part_conf[layout.obj] += _confusion(pred[union], gt[union], n + 2)
+        self._counts.part_conf[layout.obj] += bincount_matrix(pred[union], gt[union], n + 2)
 
     def _field(self, input_dict: dict[str, Any], key: str) -> Any:
         if key not in input_dict:
@@ -448,36 +439,29 @@ class MultiTaskEvaluator(DatasetEvaluator):
             raise ValueError(f"Label {file_name} is {gt.shape}, the prediction is {hw}.")
         if task != "part":
             num_classes = len(self._class_names[task])
-            bad = (gt != self._ignore_label) & ((gt < 0) | (gt >= num_classes))
-            if bad.any():
-                raise ValueError(
-                    f"{file_name}: {task} label {gt[bad][0]} is neither a class id "
-                    f"< {num_classes} nor the ignore label {self._ignore_label}."
-                )
+            check_labels(gt, num_classes, self._ignore_label, f"{file_name} ({task})")
         return gt
 
-    def evaluate(self) -> dict[str, dict[str, float]] | None:
-        counts = self._counts
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.all_gather(self._counts)
-            if not comm.is_main_process():
-                return None
-            counts = self._empty_counts()
-            for other in gathered:
-                counts.add(other)
-        results = self._score(counts)
+    def local_state(self) -> _Counts:
+        return self._counts
+
+    def merge_states(self, states: list[_Counts]) -> _Counts:
+        counts = self._empty_counts()
+        for other in states:
+            counts.add(other)
+        return counts
+
+    def log_results(self, results: Results) -> None:
         for key, metrics in results.items():
             protocol = "ours" if key.endswith(OURS_SUFFIX) else "CSAIL reference protocol"
-            headline = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if "-" not in k)
-            logger.info("Multi-task %s (%s) on %s: %s", key, protocol, self._dataset_name, headline)
-        if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            with open(os.path.join(self._output_dir, "multitask_evaluation.json"), "w") as f:
-                json.dump(results, f, indent=2)
-        return results
+            logger.info(
+                "Multi-task %s (%s) on %s: %s", key, protocol, self._dataset_name, headline(metrics)
+            )
 
-    def _score(self, counts: _Counts) -> dict[str, dict[str, float]]:
+    def score(self, counts: _Counts) -> Results:
+        if not any(counts.images.values()):
+            logger.warning("MultiTaskEvaluator on %s saw no labelled image.", self._dataset_name)
+            return {}
         results: dict[str, dict[str, float]] = {}
         for task in _TASKS:
             if counts.images.get(task, 0) == 0:

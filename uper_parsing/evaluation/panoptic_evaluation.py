@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..utils import comm
-from .evaluator import DatasetEvaluator
+from .base import GatheringEvaluator, Results, metrics_table, write_json
 
 __all__ = [
     "COCOPanopticEvaluator",
@@ -35,6 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _GROUPS = (("", None), ("_th", True), ("_st", False))  # key suffix, isthing filter
+_PQ_SQ_RQ = ("PQ", "SQ", "RQ")
 
 
 def contiguous_to_dataset_ids(metadata: Any) -> tuple[dict[int, int], dict[int, int]]:
@@ -154,7 +154,7 @@ def pq_stat_of_matches(
     return total
 
 
-class COCOPanopticEvaluator(DatasetEvaluator):
+class COCOPanopticEvaluator(GatheringEvaluator):
     """PQ, SQ and RQ (all, things, stuff, per class) of ``output["panoptic_seg"]``.
 
     Each output's ``panoptic_seg = (seg_map (H, W) int, segments_info)`` (segment ids >= 1,
@@ -164,6 +164,8 @@ class COCOPanopticEvaluator(DatasetEvaluator):
     ``metadata.panoptic_root``. Results: ``{"panoptic_seg": {"PQ", "SQ", "RQ", "PQ_th", ...,
     "PQ-<name>", ...}}`` in percent (see :func:`pq_metrics`).
     """
+
+    results_file = "panoptic_evaluation.json"
 
     def __init__(
         self, dataset_name: str, *, output_dir: str | None = None, distributed: bool = True
@@ -176,12 +178,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 ``None``: predictions go to a temporary folder and nothing is kept.
             distributed: gather predictions from every process before scoring.
         """
-        from ..data import MetadataCatalog
-
-        self._dataset_name = dataset_name
-        self._output_dir = output_dir
-        self._distributed = distributed
-        self._metadata = MetadataCatalog.get(dataset_name)
+        super().__init__(dataset_name, output_dir=output_dir, distributed=distributed)
         self._thing_ids, self._stuff_ids = contiguous_to_dataset_ids(self._metadata)
         self._predictions: list[dict[str, Any]] = []
 
@@ -230,15 +227,14 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             )
         return segments
 
-    def evaluate(self) -> dict[str, dict[str, float]] | None:
-        predictions = self._predictions
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(self._predictions)  # PNG bytes: to rank 0 only
-            if not comm.is_main_process():
-                return None
-            predictions = [p for rank in gathered for p in rank]
-        if not predictions:
+    def local_state(self) -> list[dict[str, Any]]:
+        return self._predictions  # PNG bytes: gathered on the main process only
+
+    def merge_states(self, states: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        return [prediction for state in states for prediction in state]
+
+    def score(self, state: list[dict[str, Any]]) -> Results:
+        if not state:
             logger.warning("COCOPanopticEvaluator on %s got no predictions.", self._dataset_name)
             return {}
         with contextlib.ExitStack() as stack:
@@ -246,18 +242,10 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 work_dir = self._output_dir
             else:
                 work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="panoptic_"))
-            metrics = self._score(predictions, work_dir)
-        results = {"panoptic_seg": metrics}
-        self._log_results(metrics)
-        if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            with open(os.path.join(self._output_dir, "panoptic_evaluation.json"), "w") as f:
-                json.dump(results, f, indent=2)
-        return results
+            return {"panoptic_seg": self._pq_metrics(state, work_dir)}
 
-    def _score(self, predictions: list[dict[str, Any]], work_dir: str) -> dict[str, float]:
+    def _pq_metrics(self, predictions: list[dict[str, Any]], work_dir: str) -> dict[str, float]:
         """Write predictions and the restricted ground truth under ``work_dir`` and score them."""
-
         gt_json = self._load_gt_json()
         pred_folder = os.path.join(work_dir, "panoptic_predictions")
         os.makedirs(pred_folder, exist_ok=True)
@@ -296,17 +284,15 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 len(evaluated),
                 len(gt_by_image),
             )
-        with open(os.path.join(work_dir, "panoptic_predictions.json"), "w") as f:
-            json.dump({"annotations": annotations, "categories": gt_json["categories"]}, f)
-        with open(os.path.join(work_dir, "panoptic_gt.json"), "w") as f:
-            json.dump(
-                {
-                    "images": [i for i in gt_json.get("images", []) if i["id"] in evaluated],
-                    "annotations": [gt_by_image[i] for i in pred_by_image],
-                    "categories": gt_json["categories"],
-                },
-                f,
-            )
+        categories_json = gt_json["categories"]
+        predicted = {"annotations": annotations, "categories": categories_json}
+        write_json(predicted, work_dir, "panoptic_predictions.json", indent=None)
+        restricted = {
+            "images": [i for i in gt_json.get("images", []) if i["id"] in evaluated],
+            "annotations": [gt_by_image[i] for i in pred_by_image],
+            "categories": categories_json,
+        }
+        write_json(restricted, work_dir, "panoptic_gt.json", indent=None)
         categories = {int(c["id"]): c for c in gt_json["categories"]}
         matched = [(gt_by_image[i], pred_by_image[i]) for i in pred_by_image]
         with stdout_to_debug_log(logger):
@@ -325,17 +311,19 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         with open(path) as f:
             return json.load(f)
 
-    def _log_results(self, metrics: dict[str, float]) -> None:
+    def log_results(self, results: Results) -> None:
+        metrics = results["panoptic_seg"]
+        groups = [
+            (label, [metrics[f"{m}{suffix}"] for m in _PQ_SQ_RQ])
+            for suffix, label in (("", "All"), ("_th", "Things"), ("_st", "Stuff"))
+            if f"PQ{suffix}" in metrics
+        ]
+        classes = [
+            (key[3:], [metrics[f"{m}-{key[3:]}"] for m in _PQ_SQ_RQ])
+            for key in metrics
+            if key.startswith("PQ-")
+        ]
         lines = [f"Panoptic segmentation on {self._dataset_name}:"]
-        lines.append(f"{'':<10}{'PQ':>8}{'SQ':>8}{'RQ':>8}")
-        for suffix, label in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
-            if f"PQ{suffix}" in metrics:
-                row = "".join(f"{metrics[f'{m}{suffix}']:8.2f}" for m in ("PQ", "SQ", "RQ"))
-                lines.append(f"{label:<10}{row}")
-        lines.append(f"{'class':<24}{'PQ':>8}{'SQ':>8}{'RQ':>8}")
-        for key in metrics:
-            if key.startswith("PQ-"):
-                name = key[3:]
-                row = "".join(f"{metrics[f'{m}-{name}']:8.2f}" for m in ("PQ", "SQ", "RQ"))
-                lines.append(f"{name[:23]:<24}{row}")
+        lines += metrics_table(_PQ_SQ_RQ, groups, label="", label_width=10)
+        lines += metrics_table(_PQ_SQ_RQ, classes)
         logger.info("\n".join(lines))

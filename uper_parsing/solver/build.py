@@ -15,6 +15,7 @@ from fvcore.common.param_scheduler import (
 )
 from torch import nn
 
+from ..config import UnsupportedKey, reject_unsupported_keys
 from .layer_decay import LayerDecay, WeightDecayOverrides
 from .lr_scheduler import (
     LRMultiplier,
@@ -46,6 +47,27 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 _NORM_NAME = re.compile(r"Norm(\d+d)?$")
 
 GradientClipper = Callable[[Iterable[torch.Tensor]], Any]
+
+# Keys an optimizer / a schedule does not read, rejected by name when set (docs/ARCHITECTURE.md,
+# "Keys a model rejects"). SOLVER.STEPS is not among them: configs that switch a detectron2 recipe
+# to a poly schedule inherit its steps (configs/quickstart/panoptic_fpn_R18_synthetic.yaml).
+_POLY_POWER = UnsupportedKey("SOLVER.POLY_LR_POWER", "a poly exponent")
+_GAMMA = UnsupportedKey("SOLVER.GAMMA", "a step factor")
+_UNUSED_BY_OPTIMIZER = {
+    "SGD": (UnsupportedKey("SOLVER.BETAS", "Adam's betas (it takes SOLVER.MOMENTUM)"),),
+    "AdamW": (
+        UnsupportedKey("SOLVER.MOMENTUM", "SGD momentum (it takes SOLVER.BETAS)"),
+        UnsupportedKey("SOLVER.NESTEROV", "Nesterov momentum"),
+    ),
+}
+_UNUSED_BY_SCHEDULE = {
+    "WarmupPolyLR": (_GAMMA,),
+    "WarmupCosineLR": (_POLY_POWER, _GAMMA),
+    "WarmupMultiStepLR": (
+        _POLY_POWER,
+        UnsupportedKey("SOLVER.BASE_LR_END", "an end learning rate (it steps by SOLVER.GAMMA)"),
+    ),
+}
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -129,8 +151,10 @@ def _layer_decay(solver: Any, model: nn.Module) -> LayerDecay | None:
 def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     """SGD (``SOLVER.MOMENTUM``, ``SOLVER.NESTEROV``) or AdamW (``SOLVER.BETAS``) over the
     parameter groups of :func:`get_default_optimizer_params` (with ``SOLVER.LAYER_DECAY`` and
-    ``SOLVER.WEIGHT_DECAY_OVERRIDES``)."""
+    ``SOLVER.WEIGHT_DECAY_OVERRIDES``); the other optimizer's keys must keep their defaults."""
     solver = cfg.SOLVER
+    owner = f"SOLVER.OPTIMIZER {solver.OPTIMIZER!r}"
+    reject_unsupported_keys(cfg, owner, _UNUSED_BY_OPTIMIZER.get(solver.OPTIMIZER, ()))
     params = get_default_optimizer_params(
         model,
         base_lr=solver.BASE_LR,
@@ -151,7 +175,7 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     # torch's default, docs/BENCHMARKS.md). Not with float16 AMP:
     # torch's fused SGD allocates its momentum buffers uninitialised (empty_like) at the first
     # step and leaves them so when the grad scaler skips that step for inf gradients (the usual
-    # first steps at scale 65536), which made Panoptic FPN diverge at once (torch 2.11 and 2.15).
+    # first steps at scale 65536): the next update reads garbage (docs/ARCHITECTURE.md).
     devices = {p.device.type for group in params for p in group["params"]}
     scaled = cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.DTYPE == "float16"
     fused = True if solver.FUSED and devices <= {"cuda", "cpu"} and not scaled else None
@@ -199,8 +223,11 @@ def _mmengine_multiplier(solver: Any) -> ParamScheduler:
 
 def build_lr_multiplier(cfg: Any) -> ParamScheduler:
     """The schedule ``SOLVER.LR_SCHEDULER_NAME`` as a multiplier of the base lr over [0, 1],
-    combined with its warmup as ``SOLVER.SCHEDULE_STYLE`` says."""
+    combined with its warmup as ``SOLVER.SCHEDULE_STYLE`` says; keys of other schedules must keep
+    their defaults."""
     solver = cfg.SOLVER
+    owner = f"SOLVER.LR_SCHEDULER_NAME {solver.LR_SCHEDULER_NAME!r}"
+    reject_unsupported_keys(cfg, owner, _UNUSED_BY_SCHEDULE.get(solver.LR_SCHEDULER_NAME, ()))
     if solver.SCHEDULE_STYLE == "mmengine":
         return _mmengine_multiplier(solver)
     if solver.SCHEDULE_STYLE != "detectron2":

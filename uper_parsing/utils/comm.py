@@ -14,7 +14,6 @@ __all__ = [
     "get_world_size",
     "get_rank",
     "get_local_rank",
-    "get_local_size",
     "is_main_process",
     "synchronize",
     "all_gather",
@@ -38,11 +37,6 @@ def get_rank() -> int:
 def get_local_rank() -> int:
     """Rank of this process on its machine (``LOCAL_RANK`` as set by ``launch`` or torchrun)."""
     return int(os.environ.get("LOCAL_RANK", 0)) if _is_dist() else 0
-
-
-def get_local_size() -> int:
-    """Processes on this machine."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", get_world_size())) if _is_dist() else 1
 
 
 def is_main_process() -> bool:

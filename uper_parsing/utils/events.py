@@ -14,8 +14,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any
 
 import torch
@@ -44,7 +43,7 @@ def get_event_storage() -> EventStorage:
 
 
 class EventStorage:
-    """Scalar histories and images keyed by name, stamped with the current iteration.
+    """Scalar histories keyed by name, stamped with the current iteration.
 
     Use as a context manager so that :func:`get_event_storage` finds it.
     """
@@ -54,8 +53,6 @@ class EventStorage:
         self._smoothing_hints: dict[str, bool] = {}
         self._latest_scalars: dict[str, tuple[float, int]] = {}
         self._iter = start_iter
-        self._current_prefix = ""
-        self._vis_data: list[tuple[str, torch.Tensor, int]] = []
 
     def put_scalar(
         self,
@@ -70,7 +67,6 @@ class EventStorage:
             smoothing_hint: whether writers should report a windowed median (losses, timings)
                 rather than the latest value (learning rate, evaluation metrics).
         """
-        name = self._current_prefix + name
         cur_iter = self._iter if cur_iter is None else int(cur_iter)
         value = float(value)
         self._history[name].update(value, cur_iter)
@@ -86,14 +82,6 @@ class EventStorage:
         """``put_scalar`` for each keyword argument: ``storage.put_scalars(loss=1.0, acc=0.5)``."""
         for name, value in kwargs.items():
             self.put_scalar(name, value, smoothing_hint=smoothing_hint, cur_iter=cur_iter)
-
-    def put_image(self, name: str, img: torch.Tensor) -> None:
-        """Queue an image (Tensor (3, H, W), float in [0, 1] or uint8) for TensorBoard."""
-        self._vis_data.append((name, img, self._iter))
-
-    def clear_images(self) -> None:
-        """Drop the queued images (called by the writer after writing them)."""
-        self._vis_data = []
 
     def history(self, name: str) -> HistoryBuffer:
         """The full history of scalar ``name``; raises ``KeyError`` if it was never put."""
@@ -118,9 +106,6 @@ class EventStorage:
             result[name] = (value, itr)
         return result
 
-    def smoothing_hints(self) -> dict[str, bool]:
-        return dict(self._smoothing_hints)
-
     def step(self) -> None:
         """Advance the iteration counter by one."""
         self._iter += 1
@@ -133,16 +118,6 @@ class EventStorage:
     @iter.setter
     def iter(self, value: int) -> None:
         self._iter = int(value)
-
-    @contextmanager
-    def name_scope(self, name: str) -> Iterator[None]:
-        """Prefix the names of scalars put inside the block with ``name/``."""
-        old_prefix = self._current_prefix
-        self._current_prefix = name.rstrip("/") + "/"
-        try:
-            yield
-        finally:
-            self._current_prefix = old_prefix
 
     def __enter__(self) -> EventStorage:
         _CURRENT_STORAGE_STACK.append(self)
@@ -202,7 +177,7 @@ class JSONWriter(EventWriter):
 
 
 class TensorboardXWriter(EventWriter):
-    """Write scalars (and queued images) to TensorBoard event files in ``log_dir``."""
+    """Write scalars to TensorBoard event files in ``log_dir``."""
 
     def __init__(self, log_dir: str, window_size: int = 20, **kwargs: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -219,10 +194,6 @@ class TensorboardXWriter(EventWriter):
                 self._writer.add_scalar(name, value, itr)
                 new_last_write = max(new_last_write, itr)
         self._last_write = new_last_write
-        if storage._vis_data:
-            for name, img, itr in storage._vis_data:
-                self._writer.add_image(name, img, itr)
-            storage.clear_images()
         self._writer.flush()
 
     def close(self) -> None:

@@ -1,13 +1,12 @@
-"""Logging set-up (console on the main process, a file per process) and rate-limited logging."""
+"""Logging set-up: console on the main process, a file per process."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-import time
 
-__all__ = ["setup_logger", "log_every_n_seconds"]
+__all__ = ["setup_logger"]
 
 _FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 _DATE_FORMAT = "%m/%d %H:%M:%S"
@@ -61,30 +60,3 @@ def setup_logger(
         setattr(file_handler, _HANDLER_TAG, True)
         logger.addHandler(file_handler)
     return logger
-
-
-def _caller() -> tuple[str, tuple[str, int]]:
-    """(module name, (file, line)) of the code that called the public log_* function."""
-    frame = sys._getframe(2)
-    return frame.f_globals.get("__name__", "uper_parsing"), (
-        frame.f_code.co_filename,
-        frame.f_lineno,
-    )
-
-
-_LAST_LOGGED: dict[tuple, float] = {}
-
-
-def log_every_n_seconds(level: int, msg: str, n: float = 1.0, *, name: str | None = None) -> None:
-    """Log ``msg`` at most once every ``n`` seconds from the same line of code.
-
-    Args:
-        level: a ``logging`` level.
-        name: logger name; defaults to the caller's module.
-    """
-    caller_module, key = _caller()
-    now = time.monotonic()
-    last = _LAST_LOGGED.get(key)
-    if last is None or now - last >= n:
-        logging.getLogger(name or caller_module).log(level, msg)
-        _LAST_LOGGED[key] = now

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
-from ...config import configurable
+from ...config import configurable, reject_unsupported_keys
 from ...layers import resize_to
 from ..backbone import Backbone, build_backbone
 from ..instance_heads import build_roi_heads, build_rpn
@@ -21,6 +21,13 @@ from ..postprocessing import (
 )
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
+from .config_keys import (
+    AUX_HEAD,
+    MULTITASK_HEADS,
+    SLIDING_WINDOW,
+    TEST_TIME_AUGMENTATION,
+    UNPADDED_INFERENCE,
+)
 from .preprocessing import normalize_and_pad, stack_label_maps
 
 __all__ = ["CombineSettings", "PanopticFPN"]
@@ -78,6 +85,14 @@ class PanopticFPN(nn.Module):
     """
 
     compiled_submodules = ("backbone", "sem_seg_head")  # what MODEL.COMPILE compiles
+    # rejected when set (from_config): inference is one padded whole-image pass
+    unsupported_keys = (
+        AUX_HEAD,
+        TEST_TIME_AUGMENTATION,
+        SLIDING_WINDOW,
+        UNPADDED_INFERENCE,
+        *MULTITASK_HEADS,
+    )
 
     @configurable
     def __init__(
@@ -126,6 +141,7 @@ class PanopticFPN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
+        reject_unsupported_keys(cfg, cls.__name__, cls.unsupported_keys)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         return {

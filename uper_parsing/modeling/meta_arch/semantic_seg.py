@@ -7,12 +7,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ...config import configurable
+from ...config import configurable, reject_unsupported_keys
 from ..backbone import Backbone, build_backbone
 from ..inference import InferenceSettings, run_inference
 from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import build_aux_head, build_sem_seg_head
 from .build import META_ARCH_REGISTRY
+from .config_keys import INSTANCE_BRANCH, MULTITASK_HEADS
 from .preprocessing import normalize_and_pad, same_size_groups, stack_label_maps
 
 __all__ = ["SemanticSegmentor"]
@@ -33,6 +34,7 @@ class SemanticSegmentor(nn.Module):
     """
 
     compiled_submodules = ("backbone", "sem_seg_head", "aux_head")  # what MODEL.COMPILE compiles
+    unsupported_keys = (*INSTANCE_BRANCH, *MULTITASK_HEADS)  # rejected when set (from_config)
 
     @configurable
     def __init__(
@@ -71,6 +73,7 @@ class SemanticSegmentor(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
+        reject_unsupported_keys(cfg, cls.__name__, cls.unsupported_keys)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         return {
