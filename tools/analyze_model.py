@@ -17,6 +17,7 @@ from torch import nn
 from uper_parsing.config import get_cfg
 from uper_parsing.data.datasets import register_declared_datasets
 from uper_parsing.modeling import build_model
+from uper_parsing.tasks import configure_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg.MODEL.BACKBONE.PRETRAINED = ""  # counts and FLOPs need no ImageNet weights (or download)
     cfg.freeze()
     register_declared_datasets(cfg)
+    configure_model(cfg, check=False)  # class counts a parser takes from its datasets' metadata
     model = build_model(cfg).eval()
     lines = parameter_report(model)
     if args.flops:

@@ -27,13 +27,17 @@
 
 IN (and DECODER) is a path or URL (file://, https:// (downloaded once into the cache),
 detectron2://, open-mmlab://). OUT holds ``{"model": state dict, "__author__", "source": {...}}``
-and, where the converter knows the class lists, ``"metadata"`` (``.pth``), or the tensors with
-the ``source`` record (and the metadata as JSON) in the header (``.safetensors``): a whole
-model (``source.kind == "model"``) loads with ``MODEL.WEIGHTS OUT``, a backbone (``"resnet"`` /
-``"backbone"``) with ``MODEL.BACKBONE.PRETRAINED OUT`` (or ``MODEL.WEIGHTS``, into the model's
-backbone). With ``--config-file`` the result is also compared with the model of that config
-(every tensor placed, same shapes; a backbone fills the model's backbone). Options come before
-IN OUT, the config's KEY VALUE overrides after them.
+and, for a whole model, ``"metadata"``: the class lists of the dataset the weights were trained
+on (``checkpoint.published``: detectron2 -> COCO panoptic, mmseg / hf-upernet / csail -> ADE20K
+when the classifier has their class count; csail-upp -> Broden+), and with ``--config-file``
+``"config"`` (the config as YAML text), so that ``Predictor.from_checkpoint(OUT)`` needs
+nothing else (``.pth``); a ``.safetensors`` OUT holds the tensors with the ``source`` record,
+the metadata (JSON) and the config in its header. A whole model (``source.kind == "model"``)
+loads with ``MODEL.WEIGHTS OUT``, a backbone (``"resnet"`` / ``"backbone"``) with
+``MODEL.BACKBONE.PRETRAINED OUT`` (or ``MODEL.WEIGHTS``, into the model's backbone). With
+``--config-file`` the result is also compared with the model of that config (every tensor
+placed, same shapes; a backbone fills the model's backbone). Options come before IN OUT, the
+config's KEY VALUE overrides after them.
 """
 
 from __future__ import annotations
@@ -57,15 +61,18 @@ from uper_parsing.checkpoint import (
 from uper_parsing.checkpoint.conversion import Conversion
 from uper_parsing.checkpoint.formats import SOURCE_METADATA_KEY
 from uper_parsing.checkpoint.metadata import (
+    CONFIG_KEY,
     METADATA_KEY,
+    SAFETENSORS_CONFIG_KEY,
     SAFETENSORS_METADATA_KEY,
     plain_metadata,
 )
+from uper_parsing.checkpoint.published import published_metadata
 from uper_parsing.checkpoint.report import format_key_groups, format_shape_mismatches
 from uper_parsing.config import get_cfg
-from uper_parsing.data import MetadataCatalog
 from uper_parsing.data.datasets import register_declared_datasets
 from uper_parsing.modeling import build_model
+from uper_parsing.tasks import TASK_REGISTRY, configure_model, find_family
 
 logger = logging.getLogger("uper_parsing.tools.convert_weights")
 
@@ -151,12 +158,16 @@ def hf_config_overrides(input_path: str) -> list[str]:
 # ----------------------------------------------------------------------------- checking
 
 
-def provide_class_lists(cfg: Any, metadata: dict[str, Any] | None) -> None:
-    """Size the model of ``cfg`` by the converted file's class lists where ``DATASETS.TRAIN[0]``
-    has none (as ``MODEL.WEIGHTS`` will once the file is written)."""
-    name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else ""
-    if metadata is not None and name and MetadataCatalog.get(name).get("object_classes") is None:
-        MetadataCatalog.get(name).set(**metadata)
+def configure_with_class_lists(cfg: Any, metadata: dict[str, Any] | None) -> None:
+    """Fill the model config values the class lists decide (a parser's class counts), from the
+    converted file's metadata when it has some (as ``MODEL.WEIGHTS`` will once the file is
+    written), else from the config's datasets (``tasks.configure_model``)."""
+    if metadata is None:
+        configure_model(cfg, check=False)
+        return
+    family = TASK_REGISTRY.get(metadata.get("evaluator_type")) or find_family(cfg)
+    stored = family.restore_metadata(metadata, "the converted class lists") if family else None
+    configure_model(cfg, stored, check=False)
 
 
 def compare_with_model(conversion: Conversion, cfg: Any) -> list[str]:
@@ -165,7 +176,7 @@ def compare_with_model(conversion: Conversion, cfg: Any) -> list[str]:
     except the per-output norms ImageNet weights never hold)."""
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.PRETRAINED = ""
-    provide_class_lists(cfg, conversion.metadata)
+    configure_with_class_lists(cfg, published_metadata(conversion))
     own = {k: v for k, v in build_model(cfg).state_dict().items() if "num_batches_tracked" not in k}
     state = conversion.state_dict
     if conversion.kind != "model":
@@ -227,12 +238,15 @@ def source_record(conversion: Conversion, args: argparse.Namespace) -> dict[str,
     }
 
 
-def write(conversion: Conversion, record: dict[str, Any], output: str) -> None:
+def write(
+    conversion: Conversion, record: dict[str, Any], output: str, config: str | None = None
+) -> None:
     """``.safetensors``: tensors + ``{"__author__", SOURCE_METADATA_KEY: json}`` header (and
-    the class lists as JSON under SAFETENSORS_METADATA_KEY); otherwise ``torch.save`` of
-    ``{"model", "__author__", "source"}`` and ``"metadata"`` (loadable with
-    ``torch.load(weights_only=True)``)."""
-    classes = None if conversion.metadata is None else plain_metadata(conversion.metadata)
+    the class lists as JSON under SAFETENSORS_METADATA_KEY, the config under
+    SAFETENSORS_CONFIG_KEY); otherwise ``torch.save`` of ``{"model", "__author__", "source"}``,
+    ``"metadata"`` and ``"config"`` (loadable with ``torch.load(weights_only=True)``)."""
+    metadata = published_metadata(conversion)
+    classes = None if metadata is None else plain_metadata(metadata)
     with atomic_write(output, "wb") as f:
         if output.endswith(".safetensors"):
             from safetensors.torch import save
@@ -241,11 +255,15 @@ def write(conversion: Conversion, record: dict[str, Any], output: str) -> None:
             header = {"__author__": AUTHOR, SOURCE_METADATA_KEY: json.dumps(record)}
             if classes is not None:
                 header[SAFETENSORS_METADATA_KEY] = json.dumps(classes)
+            if config is not None:
+                header[SAFETENSORS_CONFIG_KEY] = config
             f.write(save(tensors, metadata=header))
         else:
             data = {"model": conversion.state_dict, "__author__": AUTHOR, "source": record}
             if classes is not None:
                 data[METADATA_KEY] = classes
+            if config is not None:
+                data[CONFIG_KEY] = config
             torch.save(data, f)
 
 
@@ -255,14 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     conversion = convert(args)
     logger.info("Converted %s: %s", args.input, conversion.summary())
     cfg = check_config(args)
+    config = None
     if cfg is not None:
+        config = cfg.dump() if conversion.kind == "model" else None
         problems = compare_with_model(conversion, cfg)
         what = args.config_file or "its config.json"
         if problems:
             logger.error("%s does not fit %s:\n  %s", args.input, what, "\n  ".join(problems))
             return 1
         logger.info("Every tensor of the model of %s is filled", what)
-    write(conversion, source_record(conversion, args), args.output)
+    write(conversion, source_record(conversion, args), args.output, config)
     logger.info("Wrote %s (%d tensors)", args.output, len(conversion.state_dict))
     return 0
 

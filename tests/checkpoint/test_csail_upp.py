@@ -42,6 +42,7 @@ from uper_parsing.data.datasets.broden_plus_categories import (
     broden_plus_metadata,
 )
 from uper_parsing.modeling import build_model
+from uper_parsing.tasks import configure_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/broden/csail_upp_upernet50.yaml")
@@ -143,6 +144,7 @@ def parser():
     cfg.merge_from_file(CONFIG)
     cfg.MODEL.DEVICE = "cpu"
     cfg.DATASETS.TRAIN = (name,)
+    configure_model(cfg)  # set-up: the class counts from the metadata
     model = build_model(cfg).eval()
     yield model
     MetadataCatalog.remove(name)
@@ -286,6 +288,7 @@ def test_tool_checks_the_config_and_the_file_sizes_the_parser(csail_files, tmp_p
     cfg.merge_from_file(CONFIG)
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(out)])
     cfg.merge_from_list(["DATASETS.TRAIN", f"('{names[1]}',)"])
+    configure_model(cfg)  # set-up: the class counts from those stored in MODEL.WEIGHTS
     model = build_model(cfg)
     assert model.heads["part"].num_parts == NUM["part"]
     assert model.heads["object"].classifier.out_channels == NUM["object"] - 1

@@ -22,6 +22,7 @@ from uper_parsing.data import (
     build_mapper,
     id2rgb,
 )
+from uper_parsing.tasks import configure_model
 
 THINGS = ["person", "car", "dog"]
 STUFF = ["sky", "road", "grass"]
@@ -241,12 +242,13 @@ def test_from_config_checks_class_counts(tmp_path, metadata):
     cfg.INPUT.COLOR_AUG_SSD = False
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(THINGS)
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(STUFF)
+    # the task record checks the model's class counts once, at set-up (not the mapper)
     with pytest.raises(ValueError, match="set MODEL.SEM_SEG_HEAD.NUM_CLASSES 4"):
-        build_mapper(cfg, is_train=True)
+        configure_model(cfg)
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(STUFF) + 1
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
     with pytest.raises(ValueError, match="set MODEL.ROI_HEADS.NUM_CLASSES 3"):
-        build_mapper(cfg, is_train=True)
+        configure_model(cfg)
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(THINGS)
     torch.manual_seed(0)
     out = build_mapper(cfg, is_train=True)(d)

@@ -32,6 +32,7 @@ from uper_parsing.data.datasets import DATASETS_ENV
 from uper_parsing.data.datasets.synthetic import prepare_synthetic_scenes
 from uper_parsing.engine import create_ddp_model, launch
 from uper_parsing.modeling import build_model
+from uper_parsing.tasks import configure_model
 from uper_parsing.utils import comm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +93,7 @@ def _batches_and_gradients(loader: str) -> tuple[list[list[dict]], list[dict[str
     data = iter(build_train_loader(cfg, FullyLabelled(build_mapper(cfg, True))))
     batches = [next(data) for _ in range(ITERATIONS)]
     torch.manual_seed(0)
+    configure_model(cfg, check=False)  # set-up: a parser's class counts from the metadata
     model = build_model(cfg)
     ddp_model = create_ddp_model(model)
     gradients = []

@@ -77,7 +77,10 @@ def test_outputs_of_a_training_run(tmp_path):
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert final["iteration"] == 11
-    assert set(final) == {"model", "optimizer", "scheduler", "data_stream", "iteration"}
+    # config and metadata: what Predictor.from_checkpoint reads (tests/engine/test_predictor.py)
+    assert set(final) == {
+        "model", "optimizer", "scheduler", "data_stream", "iteration", "config", "metadata"
+    }  # fmt: skip
     assert final["data_stream"] == {}  # the fake loader is no TrainStream: nothing to continue
     assert any(n.startswith("events.out.tfevents") for n in names)
 

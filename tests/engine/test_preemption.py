@@ -92,7 +92,9 @@ def test_signal_saves_the_iteration_and_resume_continues_it(tmp_path, stop_at, s
         "scheduler",
         "data_stream",
         "iteration",
-    }  # a periodic one's
+        "config",
+        "metadata",
+    }  # a periodic one's (config and metadata: what Predictor.from_checkpoint reads)
     assert saved["scheduler"]["last_epoch"] == stop_at + 1
     assert not (out / "results.json").exists()  # not evaluated
     del stopped

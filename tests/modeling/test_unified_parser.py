@@ -8,6 +8,7 @@ from uper_parsing.data import MetadataCatalog
 from uper_parsing.modeling import ResNet, UnifiedPerceptualParser, build_model
 from uper_parsing.modeling.meta_arch import META_ARCH_REGISTRY
 from uper_parsing.modeling.multitask import grouped_part_cross_entropy, grouped_part_softmax
+from uper_parsing.tasks import configure_model
 
 OBJECT_PARTS = [[], [0, 1], [2, 3, 4]]  # 3 objects; object 1 owns parts 0-1, object 2 parts 2-4
 NUM = {"object": 3, "part": 5, "material": 4, "scene": 3, "texture": 6}
@@ -279,6 +280,7 @@ def test_from_config_reads_class_counts_from_metadata(tiny_cfg, multitask_metada
     cfg.MODEL.MULTITASK.TEXTURE_CONVS_DIM = 8
     cfg.MODEL.MULTITASK.TEXTURE_NUM_CONVS = 2
     cfg.MODEL.MULTITASK.SCENE_LOSS_WEIGHT = 0.3
+    configure_model(cfg, check=False)  # set-up: class counts from the metadata into the config
     model = build_model(cfg)
     assert isinstance(model, META_ARCH_REGISTRY.get("UnifiedPerceptualParser"))
     assert model.trunk.predictor is None  # CSAIL layout: heads.object (3x3 conv + 1x1)
@@ -291,7 +293,7 @@ def test_from_config_reads_class_counts_from_metadata(tiny_cfg, multitask_metada
     assert len(model.heads["texture"].convs) == 2 and model.loss_weights["scene"] == 0.3
     cfg.DATASETS.TRAIN = (multitask_metadata(part_classes=["b/x"]),)
     with pytest.raises(ValueError, match="part_classes has 1"):
-        build_model(cfg)
+        configure_model(cfg, check=False)
 
 
 def test_channels_last_model_computes_the_same(check_channels_last):
@@ -313,14 +315,20 @@ def test_from_config_sizes_heads_from_a_checkpoint_without_the_dataset(
     cfg.MODEL.META_ARCHITECTURE = "UnifiedPerceptualParser"
     cfg.DATASETS.TRAIN = (multitask_metadata(),)
     cfg.MODEL.MULTITASK.TEXTURE_CONVS_DIM = 8
+    unset = cfg.clone()
+    configure_model(cfg, check=False)
     trained = build_model(cfg)
     stored = model_metadata(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]))
     Checkpointer(trained, str(tmp_path), save_to_disk=True, metadata=stored).save("model_final")
 
+    cfg = unset  # the class counts unset again: set-up reads them from MODEL.WEIGHTS
     cfg.DATASETS.TRAIN = ("_test_unified_parser_not_registered",)
     with pytest.raises(ValueError, match="not_registered.*no object_classes.*MODEL.WEIGHTS"):
-        build_model(cfg)
+        configure_model(cfg, check=False)
+    with pytest.raises(ValueError, match="MODEL.MULTITASK.NUM_OBJECTS.*not set"):
+        build_model(cfg)  # the model reads no catalog: an unset count is an error naming it
     cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
+    configure_model(cfg, check=False)
     model = build_model(cfg)
     assert model.heads["part"].object_parts == OBJECT_PARTS
     assert model.heads["scene"].classifier.out_features == NUM["scene"]

@@ -6,6 +6,7 @@ import torch
 
 from uper_parsing.data import MetadataCatalog
 from uper_parsing.modeling import InferenceSettings, build_model
+from uper_parsing.tasks import configure_model
 
 OBJECT_PARTS = [[], [0, 1, 2], [3, 4]]  # object 1 owns "-", x, y; object 2 owns "-", x
 NUM = {"object": 3, "part": 5, "material": 4, "scene": 3, "texture": 6}
@@ -35,6 +36,7 @@ def parser_cfg(tiny_cfg):
         cfg.MODEL.MULTITASK.TEXTURE_NUM_CONVS = 1
         cfg.DATASETS.TRAIN = (name,)
         cfg.merge_from_list(list(overrides))
+        configure_model(cfg, check=False)  # set-up: the class counts from the metadata
         return cfg
 
     yield make

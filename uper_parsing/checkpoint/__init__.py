@@ -11,7 +11,7 @@ from .formats import (
     place_state_dict,
     read_weights_file,
 )
-from .metadata import read_checkpoint_metadata
+from .metadata import read_checkpoint_config, read_checkpoint_metadata, read_checkpoint_record
 from .paths import resolve_weights_path
 
 __all__ = [
@@ -27,7 +27,9 @@ __all__ = [
     "convert_weights_file",
     "load_backbone_weights",
     "place_state_dict",
+    "read_checkpoint_config",
     "read_checkpoint_metadata",
+    "read_checkpoint_record",
     "read_weights_file",
     "resolve_weights_path",
 ]

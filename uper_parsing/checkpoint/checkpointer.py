@@ -45,6 +45,7 @@ from .inventory import (
     periodic_checkpoint_files,
     resume_candidates,
 )
+from .metadata import CONFIG_KEY, METADATA_KEY
 from .paths import register_url_handlers
 from .report import format_key_groups, format_shape_mismatches, shape_mismatches
 
@@ -73,6 +74,7 @@ class Checkpointer(_FvcoreCheckpointer):
         partial: bool = False,
         weights_format: str = "auto",
         metadata: dict[str, Any] | None = None,
+        config: str | None = None,
         **checkpointables: Any,
     ) -> None:
         """
@@ -84,7 +86,12 @@ class Checkpointer(_FvcoreCheckpointer):
                 by the file's record and key names) or a name of ``checkpoint.WEIGHTS_FORMATS``.
                 Resuming reads this class's own files, whatever the setting.
             metadata: plain class lists written into every checkpoint as its "metadata" entry
-                (``read_checkpoint_metadata``), so a model can be built from it alone.
+                (``read_checkpoint_metadata``; a task record's ``stored_metadata``), so that the
+                model can be run and drawn without its datasets. None: the metadata of the
+                checkpoint ``load`` reads, when it stores one (kept for the next saves).
+            config: the run's full config as YAML text (``cfg.dump()``), written into every
+                checkpoint as its "config" entry (``read_checkpoint_config``), so that the
+                model can be built from the checkpoint alone (``engine.Predictor``).
             checkpointables: objects with ``state_dict()`` / ``load_state_dict()``.
         """
         if save_to_disk is None:
@@ -94,6 +101,7 @@ class Checkpointer(_FvcoreCheckpointer):
         self.partial = partial
         self.weights_format = weights_format
         self.metadata = metadata
+        self.config = config
         self._verdicts: dict[str, tuple[tuple[int, int] | None, str | None]] = {}
         register_url_handlers(self.path_manager)
 
@@ -112,7 +120,9 @@ class Checkpointer(_FvcoreCheckpointer):
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         if self.metadata is not None:
-            data["metadata"] = self.metadata
+            data[METADATA_KEY] = self.metadata
+        if self.config is not None:
+            data[CONFIG_KEY] = self.config
         data.update(kwargs)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
@@ -202,6 +212,14 @@ class Checkpointer(_FvcoreCheckpointer):
             yield
         finally:
             self.weights_format = saved
+
+    def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
+        """fvcore's ``load``; returns the checkpoint's other entries (``iteration``, ``metadata``,
+        ``config`` ...). A checkpointer without metadata keeps the loaded one for its saves."""
+        extra = super().load(path, checkpointables=checkpointables)
+        if self.metadata is None and isinstance(extra.get(METADATA_KEY), dict):
+            self.metadata = extra[METADATA_KEY]
+        return extra
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         """Read a checkpoint as ``{"model": state dict with this project's names, ...}``: this

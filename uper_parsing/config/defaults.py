@@ -17,9 +17,8 @@ _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"  # name in META_ARCH_REGISTRY
 _C.MODEL.DEVICE = "cuda"  # "cuda", "cuda:N" or "cpu"; falls back to cpu with a warning
 # Keep conv weights (and so every activation) in channels-last (NHWC) memory. The same model and
-# checkpoints either way; on one H200 in bf16 1.2-1.8x faster training and 1.8x faster batch-1
-# inference of the ADE20K R50 recipes (which set it), but slower with SyncBN on 2 GPUs (an earlier
-# measurement): measure for your setup (docs/BENCHMARKS.md)
+# checkpoints either way; cuDNN's NHWC kernels speed up single-GPU training of the ADE20K R50
+# recipes (which set it), SyncBN on several GPUs can lose: docs/BENCHMARKS.md ("Channels-last")
 _C.MODEL.CHANNELS_LAST = False
 # How the one bilinear resize (layers.resize_to) computes: "matmul" (two matrix products with
 # the bilinear weights: the same values, on the tensor cores, several times faster on a GPU),
@@ -28,7 +27,8 @@ _C.MODEL.CHANNELS_LAST = False
 _C.MODEL.RESIZE_IMPL = "auto"
 # torch.compile the model's compute-heavy submodules (a meta-architecture's ``compiled_submodules``:
 # backbone and heads; Panoptic FPN's R-CNN parts stay eager). The first steps of each input shape
-# compile (about a minute); inductor caches compiled code across runs on the same machine
+# compile (docs/BENCHMARKS.md has the wait); inductor caches compiled code across runs on the same
+# machine
 _C.MODEL.COMPILE = CN()
 _C.MODEL.COMPILE.ENABLED = False  # compile (True) or run eagerly (False)
 # torch.compile mode: "default", "reduce-overhead" (CUDA graphs: static shapes only),
@@ -150,10 +150,18 @@ _C.MODEL.AUX_HEAD.CONVS_DIM = 256  # channels of its convs
 _C.MODEL.AUX_HEAD.NUM_CONVS = 1  # number of 3x3 convs before the classifier
 _C.MODEL.AUX_HEAD.LOSS_WEIGHT = 0.4  # weight of its cross-entropy
 
-# Unified perceptual parsing (UnifiedPerceptualParser): class lists and the object -> parts
-# hierarchy come from the metadata of DATASETS.TRAIN[0]; these keys set the heads and the losses.
+# Unified perceptual parsing (UnifiedPerceptualParser): these keys set the heads and the losses.
 _C.MODEL.MULTITASK = CN()
 _C.MODEL.MULTITASK.TASKS = ["object", "part", "material", "scene", "texture"]  # heads to build
+# Class counts, the object -> parts hierarchy and the ignore value: 0 / [] / -1 (unset) are filled
+# at set-up (tasks.configure_model: default_setup, DefaultTrainer, Predictor) from the metadata of
+# DATASETS.TRAIN (else the class lists stored in MODEL.WEIGHTS); a set value is checked against it.
+_C.MODEL.MULTITASK.NUM_OBJECTS = 0  # object classes (= len(metadata.object_classes))
+_C.MODEL.MULTITASK.OBJECT_PARTS = []  # per object, its global part ids, "-" first (object_parts)
+_C.MODEL.MULTITASK.NUM_MATERIALS = 0  # material classes (= len(metadata.material_classes))
+_C.MODEL.MULTITASK.NUM_SCENES = 0  # scene classes (= len(metadata.scene_classes))
+_C.MODEL.MULTITASK.NUM_TEXTURES = 0  # texture classes (= len(metadata.texture_classes))
+_C.MODEL.MULTITASK.IGNORE_VALUE = -1  # label of unlabelled pixels (= metadata.ignore_label)
 _C.MODEL.MULTITASK.OBJECT_LOSS_WEIGHT = 1.0  # weight of the object cross-entropy (paper: 1)
 _C.MODEL.MULTITASK.PART_LOSS_WEIGHT = 0.5  # weight of the grouped part cross-entropy (paper: 0.5)
 _C.MODEL.MULTITASK.SCENE_LOSS_WEIGHT = 0.25  # weight of the scene cross-entropy (paper: 0.25)

@@ -11,6 +11,7 @@ from .defaults import (
 from .hooks import HookBase
 from .launch import launch
 from .phases import train_model
+from .predictor import DefaultPredictor, Predictor
 from .train_loop import (
     PREEMPTED_EXIT_CODE,
     AMPTrainer,
@@ -22,8 +23,10 @@ from .train_loop import (
 __all__ = [
     "PREEMPTED_EXIT_CODE",
     "AMPTrainer",
+    "DefaultPredictor",
     "DefaultTrainer",
     "HookBase",
+    "Predictor",
     "SimpleTrainer",
     "TrainerBase",
     "TrainingPreempted",

@@ -145,7 +145,10 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> None:
     5. seed every RNG with ``SEED + rank`` (``SEED < 0``: a random seed shared by all processes,
        logged so the run can be repeated);
     6. ``torch.backends.cudnn.benchmark = CUDNN_BENCHMARK`` (training only);
-    7. register the datasets declared in ``DATASETS.REGISTER`` (``data.register_declared``).
+    7. register the datasets declared in ``DATASETS.REGISTER`` (``data.register_declared``);
+    8. fill the model config values the datasets' metadata decides that are still unset (the
+       task record's, ``tasks.configure_model``: a parser's class counts); the trainer checks
+       the set ones against its training sets.
     """
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
@@ -180,6 +183,7 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> None:
     if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     _register_declared(cfg)
+    _configure_model(cfg, check=False)
 
 
 def default_writers(output_dir: str, max_iter: int | None = None) -> list[EventWriter]:
@@ -192,16 +196,25 @@ def default_writers(output_dir: str, max_iter: int | None = None) -> list[EventW
     ]
 
 
-def _checkpoint_metadata(cfg: Any) -> dict[str, Any] | None:
-    """The class lists a multi-task model's checkpoints carry (from ``DATASETS.TRAIN[0]``), or
-    None for other models."""
-    from ..data import MetadataCatalog
-    from ..data.multitask_utils import model_metadata
+def _configure_model(cfg: Any, *, check: bool = True) -> Any:
+    """``tasks.configure_model`` (imported when first needed, as the loader builders are):
+    the model config values the datasets' metadata decides, checked or filled. Returns the
+    task family (None when none is known)."""
+    from ..tasks import configure_model
 
-    if not cfg.DATASETS.TRAIN:
+    return configure_model(cfg, check=check)
+
+
+def _checkpoint_metadata(cfg: Any, family: Any) -> dict[str, Any] | None:
+    """What the trainer's checkpoints store of ``DATASETS.TRAIN[0]``'s metadata: the task
+    record's ``metadata_keys`` (class names, colours, id maps, ignore label), None when the
+    family is unknown or the dataset holds no class lists."""
+    from ..data import MetadataCatalog
+
+    if family is None or not cfg.DATASETS.TRAIN:
         return None
     metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-    return model_metadata(metadata) if metadata.get("evaluator_type") == "multitask" else None
+    return family.stored_metadata(metadata) if family.has_metadata(metadata) else None
 
 
 def _register_declared(cfg: Any) -> None:
@@ -311,9 +324,13 @@ class DefaultTrainer(TrainerBase):
     - :class:`AMPTrainer` when ``SOLVER.AMP.ENABLED`` else :class:`SimpleTrainer`, with gradient
       clipping per ``SOLVER.CLIP_GRADIENTS``;
     - a :class:`Checkpointer` in ``OUTPUT_DIR`` saving model, optimizer, scheduler, grad scaler
-      and iteration;
-    - first, the datasets of ``DATASETS.REGISTER`` registered and the datasets' files checked
-      (``DATASETS.CHECK_ON_START``, ``data.check``);
+      and iteration, the full config and the training set's metadata (what the task record
+      needs to run and draw: ``engine.Predictor.from_checkpoint`` reads them);
+    - first, the datasets of ``DATASETS.REGISTER`` registered, the datasets' files checked
+      (``DATASETS.CHECK_ON_START``, ``data.check``) and the model config values the task record
+      derives from the datasets' metadata filled where unset (``tasks.configure_model``);
+    - the training loader of the task record (``TaskFamily.build_train_loader``), once the model
+      config is checked against the training sets' metadata (class counts, the mapper);
     - hooks: StopOnSignal, IterationTimer, LRScheduler, PeriodicCheckpointer (main process),
       EvalHook (``TEST.EVAL_PERIOD``; 0 = only at the end), BestCheckpointer (with
       ``TEST.BEST_CHECKPOINT.METRIC``; main process), SkippedSamples (with
@@ -338,6 +355,7 @@ class DefaultTrainer(TrainerBase):
         resolve_device(cfg)
         _register_declared(cfg)
         _check_datasets(cfg)
+        family = _configure_model(cfg, check=False)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -382,7 +400,8 @@ class DefaultTrainer(TrainerBase):
             cfg.OUTPUT_DIR,
             partial=cfg.MODEL.WEIGHTS_PARTIAL,
             weights_format=cfg.MODEL.WEIGHTS_FORMAT,
-            metadata=_checkpoint_metadata(cfg),
+            metadata=_checkpoint_metadata(cfg, family),
+            config=cfg.dump(),
             **checkpointables,
         )
         self.start_iter = 0
@@ -533,9 +552,12 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_model(cls, cfg: Any) -> nn.Module:
-        """``modeling.build_model(cfg)``, on ``MODEL.DEVICE`` (cpu when CUDA is absent)."""
+        """``modeling.build_model(cfg)``, on ``MODEL.DEVICE`` (cpu when CUDA is absent), with
+        the config values still unset filled from the datasets' metadata first
+        (``tasks.configure_model(cfg, check=False)``)."""
         from ..modeling import build_model
 
+        _configure_model(cfg, check=False)
         return build_model(cfg)
 
     @classmethod
@@ -550,6 +572,13 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_train_loader(cls, cfg: Any) -> Any:
+        """The task record's training loader (``TaskFamily.build_train_loader``; without a
+        known family, ``data.build_train_loader``), after the record has checked the model
+        config against the training sets' metadata (``tasks.configure_model``: class counts,
+        the mapper), once, before anything is read."""
+        family = _configure_model(cfg)
+        if family is not None:
+            return family.build_train_loader(cfg)
         from ..data import build_train_loader
 
         return build_train_loader(cfg)

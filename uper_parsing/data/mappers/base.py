@@ -97,13 +97,24 @@ class LabelMapsMapper:
         return labels.to(dtype)
 
     def __call__(self, dataset_dict: Mapping[str, Any]) -> dict[str, Any]:
-        """Map one dataset dict (``file_name`` and its label files) to a model input."""
-        d = copy.deepcopy(dict(dataset_dict))
-        image = read_image(d["file_name"], format=self.image_format)
+        """Map one dataset dict (``file_name`` and its label files) to a model input.
+
+        A dict may carry its image instead of ``file_name``: ``image``, an (H, W, 3) uint8
+        ndarray in ``image_format`` order (the predictor's images, read or decoded by it).
+        """
+        source = dict(dataset_dict)
+        image = source.pop("image", None)
+        d = copy.deepcopy(source)
+        if image is None:
+            image = read_image(d["file_name"], format=self.image_format)
+        elif not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
+            raise ValueError(f"'image' must be an (H, W, 3) ndarray, got {_describe(image)}")
+        elif image.dtype != np.uint8:
+            raise ValueError(f"'image' must be uint8 (0-255), got {image.dtype}")
         if self.check_labels:
             check_image_size(d, image)
         hw = (int(image.shape[0]), int(image.shape[1]))
-        tensor = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
+        tensor = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         labels = {}
         if self.is_train:
             labels = {
@@ -115,9 +126,15 @@ class LabelMapsMapper:
         for name, mask in labels.items():
             d[name] = self._narrow(name, mask.as_subclass(torch.Tensor), d["file_name"])
         d["height"], d["width"] = hw
-        d.setdefault("image_id", os.path.splitext(os.path.basename(d["file_name"]))[0])
+        if "file_name" in d:
+            d.setdefault("image_id", os.path.splitext(os.path.basename(d["file_name"]))[0])
         return d
 
     def __repr__(self) -> str:
         mode = "train" if self.is_train else "test"
         return f"{type(self).__name__}({mode}, format={self.image_format}, {self.augmentations})"
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} of shape {tuple(shape)}" if shape is not None else repr(value)

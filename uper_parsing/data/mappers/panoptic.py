@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..catalog import MetadataCatalog
 from ..panoptic_utils import (
     check_segments_info,
     panoptic_instances,
@@ -19,7 +18,7 @@ from ..panoptic_utils import (
 from .base import LabelMapsMapper
 from .build import MAPPER_REGISTRY
 
-__all__ = ["PanopticDatasetMapper", "check_panoptic_num_classes", "SEGMENT_INDEX_OFFSET"]
+__all__ = ["PanopticDatasetMapper", "SEGMENT_INDEX_OFFSET"]
 
 SEGMENT_INDEX_OFFSET = 256
 """Segment ``k`` of ``segments_info`` is ``k + 256`` in the transformed index map; void is 0 and
@@ -27,35 +26,6 @@ padding is the ignore label (< 256), so no segment can be confused with either, 
 number of segments (the map is int64)."""
 
 _INDEX_KEY = "_panoptic_segment_index"
-
-
-def check_panoptic_num_classes(cfg: Any, dataset_name: str) -> None:
-    """Stop before training when the heads' class counts differ from a panoptic dataset's.
-
-    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` must be ``len(stuff_classes) + 1`` ("things" + stuff) and,
-    when the config has ``MODEL.ROI_HEADS``, ``MODEL.ROI_HEADS.NUM_CLASSES`` must be
-    ``len(thing_classes)``. Datasets whose metadata lacks ``thing_classes`` are not checked.
-    Raises ValueError naming the key to set.
-    """
-    meta = MetadataCatalog.get(dataset_name)
-    things, stuff = meta.get("thing_classes", None), meta.get("stuff_classes", None)
-    if things is None or stuff is None:
-        return
-    num_sem = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    if num_sem != len(stuff) + 1:
-        raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {num_sem} but panoptic dataset "
-            f"'{dataset_name}' needs {len(stuff) + 1} (\"things\" + {len(stuff)} stuff_classes); "
-            f"set MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(stuff) + 1}"
-        )
-    roi_heads = cfg.MODEL.get("ROI_HEADS")
-    num_things = roi_heads.NUM_CLASSES if roi_heads is not None else len(things)
-    if num_things != len(things):
-        raise ValueError(
-            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_things} but panoptic dataset "
-            f"'{dataset_name}' has {len(things)} thing_classes; set "
-            f"MODEL.ROI_HEADS.NUM_CLASSES {len(things)}"
-        )
 
 
 @MAPPER_REGISTRY.register(name="panoptic")
@@ -76,12 +46,6 @@ class PanopticDatasetMapper(LabelMapsMapper):
         int64 thing ids, ``masks`` (N, H, W) uint8; non-crowd things still in the image (N >= 0).
         ``height`` / ``width``: the original image size (what results are returned at).
     """
-
-    @classmethod
-    def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
-        for name in cfg.DATASETS.TRAIN if is_train else ():
-            check_panoptic_num_classes(cfg, name)
-        return super().from_config(cfg, is_train)
 
     def label_dtype(self, name: str) -> torch.dtype:
         """int64 for the segment index map (offset ids), as the base class for ``sem_seg``."""

@@ -7,24 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ..catalog import MetadataCatalog
 from ..detection_utils import read_sem_seg
 from .base import LabelMapsMapper
 from .build import MAPPER_REGISTRY
 
-__all__ = ["SemSegDatasetMapper", "check_num_classes"]
-
-
-def check_num_classes(num_classes: int, dataset_name: str) -> None:
-    """Stop before training when the model's class count differs from the dataset's, instead of
-    failing later inside the loss (a device-side assert on CUDA)."""
-    classes = MetadataCatalog.get(dataset_name).get("stuff_classes", None)
-    if classes is not None and len(classes) != num_classes:
-        raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {num_classes} but dataset '{dataset_name}' has "
-            f"{len(classes)} classes (metadata stuff_classes); set "
-            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(classes)}"
-        )
+__all__ = ["SemSegDatasetMapper"]
 
 
 @MAPPER_REGISTRY.register(name="sem_seg")
@@ -37,12 +24,6 @@ class SemSegDatasetMapper(LabelMapsMapper):
         ``sem_seg`` (training only): Tensor (H, W) uint8 train ids (ignore = metadata's).
         ``height`` / ``width``: the original image size (what results are returned at).
     """
-
-    @classmethod
-    def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
-        for name in cfg.DATASETS.TRAIN if is_train else ():
-            check_num_classes(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, name)
-        return super().from_config(cfg, is_train)
 
     def read_labels(self, d: Mapping[str, Any], hw: tuple[int, int]) -> dict[str, np.ndarray]:
         if "sem_seg_file_name" not in d:

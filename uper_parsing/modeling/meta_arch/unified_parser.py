@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint.metadata import read_checkpoint_metadata
-from ...config import configurable
-from ...data.catalog import Metadata, MetadataCatalog
+from ...config import UnsupportedKey, configurable, reject_unsupported_keys
 from ..backbone import Backbone, ResNet, build_backbone
 from ..inference import InferenceSettings, run_inference
 from ..multitask import ConvClassifierHead, PartHead, SceneHead, grouped_part_cross_entropy
@@ -20,13 +18,32 @@ from ..sem_seg_heads import UPerNetHead
 from ..sem_seg_heads.base import select_features
 from ..sem_seg_heads.losses import sem_seg_cross_entropy
 from .build import META_ARCH_REGISTRY
+from .config_keys import AUX_HEAD, INSTANCE_BRANCH
 from .preprocessing import normalize_and_pad, same_size_groups, stack_label_maps
 
-__all__ = ["UnifiedPerceptualParser", "TASKS", "PAPER_LOSS_WEIGHTS"]
+__all__ = ["UnifiedPerceptualParser", "TASKS", "PAPER_LOSS_WEIGHTS", "unset_class_keys"]
 
 TASKS = ("object", "part", "material", "scene", "texture")
 PAPER_LOSS_WEIGHTS = {"object": 1.0, "part": 0.5, "material": 1.0, "scene": 0.25, "texture": 1.0}
 _TEXTURE_TRAINING = ("joint", "second_phase")
+# MODEL.SEM_SEG_HEAD keys of a semantic head that the parser's trunk and heads do not read
+_SEMANTIC_HEAD_KEYS = (
+    UnsupportedKey("MODEL.SEM_SEG_HEAD.NAME", "another trunk than UPerNetHead"),
+    UnsupportedKey(
+        "MODEL.SEM_SEG_HEAD.LOSS_WEIGHT",
+        "a semantic loss weight (its losses take MODEL.MULTITASK.<TASK>_LOSS_WEIGHT)",
+    ),
+    UnsupportedKey("MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS", "class weights in its losses"),
+    UnsupportedKey(
+        "MODEL.SEM_SEG_HEAD.LOSS_AVG_NON_IGNORE", "a loss averaged over ignored pixels too"
+    ),
+    UnsupportedKey(
+        "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
+        "a semantic head's ignore value (its own is MODEL.MULTITASK.IGNORE_VALUE)",
+    ),
+    UnsupportedKey("MODEL.SEM_SEG_HEAD.COMMON_STRIDE", "another head stride than 1/4"),
+    UnsupportedKey("MODEL.SEM_SEG_HEAD.NUM_CONVS", "an FCN head's convolutions"),
+)
 _OBJECT_PART_HEADS = ("conv", "linear")
 
 
@@ -72,6 +89,7 @@ class UnifiedPerceptualParser(nn.Module):
     """
 
     compiled_submodules = ("backbone", "trunk", "heads")  # what MODEL.COMPILE compiles
+    unsupported_keys = (*INSTANCE_BRANCH, AUX_HEAD, *_SEMANTIC_HEAD_KEYS)  # rejected when set
 
     find_unused_parameters = True
 
@@ -222,25 +240,19 @@ class UnifiedPerceptualParser(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> dict:
-        """Class counts and ``object_parts`` come from the metadata of ``DATASETS.TRAIN[0]``, or,
-        when that has no ``object_classes`` (the training set is not registered here), from the
-        class lists stored in ``MODEL.WEIGHTS`` (``read_checkpoint_metadata``); metadata of tasks
-        that are not in ``MODEL.MULTITASK.TASKS`` is not read."""
-        meta = _class_metadata(cfg)
+        """Class counts, ``object_parts`` and the ignore value come from ``MODEL.MULTITASK``
+        (``NUM_OBJECTS`` ...), which set-up fills from the datasets' metadata
+        (``tasks.configure_model``); counts of tasks not in ``TASKS`` are not read."""
+        reject_unsupported_keys(cfg, cls.__name__, cls.unsupported_keys)
         multitask, head = cfg.MODEL.MULTITASK, cfg.MODEL.SEM_SEG_HEAD
         tasks = list(multitask.TASKS)
-        args = {"num_objects": len(meta.object_classes)}
+        _check_class_config(cfg)
+        args = {"num_objects": multitask.NUM_OBJECTS}
         if "part" in tasks:
-            args["object_parts"] = [list(parts) for parts in meta.object_parts]
-            num_parts = sum(len(parts) for parts in args["object_parts"])
-            if num_parts != len(meta.part_classes):
-                raise ValueError(
-                    f"{meta.name}: object_parts owns {num_parts} parts but part_classes has "
-                    f"{len(meta.part_classes)}"
-                )
+            args["object_parts"] = [list(parts) for parts in multitask.OBJECT_PARTS]
         for task in ("material", "scene", "texture"):
             if task in tasks:
-                args[f"num_{task}s"] = len(getattr(meta, f"{task}_classes"))
+                args[f"num_{task}s"] = multitask[f"NUM_{task.upper()}S"]
         return {
             **args,
             "backbone": build_backbone(cfg),
@@ -259,7 +271,7 @@ class UnifiedPerceptualParser(nn.Module):
             "object_part_head": multitask.OBJECT_PART_HEAD,
             "part_loss_norm": multitask.PART_LOSS_NORM,
             "loss_downsample": multitask.LOSS_DOWNSAMPLE,
-            "ignore_value": meta.ignore_label,
+            "ignore_value": multitask.IGNORE_VALUE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "inference": InferenceSettings.from_config(cfg),
@@ -471,21 +483,32 @@ class UnifiedPerceptualParser(nn.Module):
         return results
 
 
-def _class_metadata(cfg) -> Metadata:
-    """The metadata the parser's heads are sized from (see ``from_config``)."""
-    name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else ""
-    meta = MetadataCatalog.get(name) if name else None
-    if meta is not None and meta.get("object_classes") is not None:
-        return meta
-    stored = read_checkpoint_metadata(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
-    if stored is None or "object_classes" not in stored:
+def unset_class_keys(cfg) -> list[str]:
+    """The ``MODEL.MULTITASK`` keys the parser of ``cfg`` needs that still hold their unset value
+    (0, [], -1), which set-up fills from the datasets' metadata (``tasks.configure_model``)."""
+    multitask = cfg.MODEL.MULTITASK
+    tasks = list(multitask.TASKS)
+    unset = ["NUM_OBJECTS"] if multitask.NUM_OBJECTS <= 0 else []
+    if "part" in tasks and not list(multitask.OBJECT_PARTS):
+        unset.append("OBJECT_PARTS")
+    unset += [
+        f"NUM_{t.upper()}S"
+        for t in ("material", "scene", "texture")
+        if t in tasks and multitask[f"NUM_{t.upper()}S"] <= 0
+    ]
+    unset += ["IGNORE_VALUE"] if multitask.IGNORE_VALUE < 0 else []
+    return [f"MODEL.MULTITASK.{key}" for key in unset]
+
+
+def _check_class_config(cfg) -> None:
+    """An error naming the class keys still unset (``unset_class_keys``)."""
+    unset = unset_class_keys(cfg)
+    if unset:
         raise ValueError(
-            f"UnifiedPerceptualParser sizes its heads from class lists: DATASETS.TRAIN[0] "
-            f"('{name}') has no object_classes and MODEL.WEIGHTS ('{cfg.MODEL.WEIGHTS}') stores "
-            "none; register the training set, or pass MODEL.WEIGHTS a checkpoint written by this "
-            "project's trainer or tools/convert_weights.py"
+            f"UnifiedPerceptualParser: {', '.join(unset)} not set; set-up fills them from the "
+            "datasets' class lists (uper_parsing.tasks.configure_model(cfg), which "
+            "default_setup, DefaultTrainer and Predictor run), or set them in the config"
         )
-    return Metadata(f"{cfg.MODEL.WEIGHTS} (stored class lists)").set(**stored)
 
 
 def _check_args(
