@@ -43,6 +43,11 @@ def run_train_net(datasets_dir: Path, *args: str) -> subprocess.CompletedProcess
     return proc
 
 
+# an --eval-only run that must reproduce the evaluation at the end of training exactly keeps its
+# BatchNorms as training evaluated them (TEST.FOLD_BATCH_NORM folds on the CPU otherwise)
+UNFOLDED = ["TEST.FOLD_BATCH_NORM", "never"]
+
+
 def read_results(output_dir: Path) -> dict:
     return json.loads((output_dir / "results.json").read_text())
 
@@ -83,9 +88,10 @@ def test_other_quickstarts_train_evaluate_and_reload(datasets_dir, tmp_path, con
     assert (out / "model_0000005.pth").is_file() and (out / "model_final.pth").is_file()
     assert len(list((out / "vis").glob("*.png"))) == 1
 
-    # --eval-only on the final checkpoint reproduces the evaluation at the end of training
+    # --eval-only on the final checkpoint reproduces the evaluation at the end of training, its
+    # BatchNorms unfolded as they are then (folded, the logits round differently)
     reload_dir = tmp_path / "eval"
-    weights = ["MODEL.WEIGHTS", str(out / "model_final.pth")]
+    weights = ["MODEL.WEIGHTS", str(out / "model_final.pth"), *UNFOLDED]
     run_train_net(datasets_dir, *common, "--eval-only", *weights, "OUTPUT_DIR", str(reload_dir))
     assert read_results(reload_dir)["sem_seg"] == pytest.approx(trained)
 
@@ -216,7 +222,7 @@ def test_panoptic_quickstart_reaches_pq_and_ap_floors(datasets_dir, tmp_path):
 
     # two processes (gloo), each evaluating half the val images, reproduce the final evaluation
     two_dir = tmp_path / "panoptic_eval2"
-    weights = ["MODEL.WEIGHTS", str(out / "model_final.pth")]
+    weights = ["MODEL.WEIGHTS", str(out / "model_final.pth"), *UNFOLDED]
     two = ["--num-gpus", "2", "--eval-only", *weights, "TEST.VIS_NUM_IMAGES", "0"]
     run_train_net(datasets_dir, *config, *two, "OUTPUT_DIR", str(two_dir))
     evaluated = read_results(two_dir)
