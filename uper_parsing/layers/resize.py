@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 __all__ = [
     "RESIZE_IMPLS",
@@ -118,14 +119,29 @@ def _resize_matmul(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return rows.reshape(n, c, out_h, out_w)
 
 
+def _plain_size(side: int | torch.SymInt | torch.Tensor) -> int | torch.SymInt | torch.Tensor:
+    """A side as an int; a traced size (``torch.export``'s SymInt, ``torch.jit.trace``'s 0-d
+    tensor) stays traced, since ``int()`` would fix the graph to the size seen while tracing."""
+    return side if isinstance(side, (torch.SymInt, torch.Tensor)) else int(side)
+
+
+def _known_same_size(x: torch.Tensor, size: tuple) -> bool:
+    """Whether x has ``size`` for every input, so resizing can be skipped. Under
+    ``torch.jit.trace`` never (the trace would keep the shortcut for other sizes); with symbolic
+    sizes (``torch.export``) only where provable, without constraining the sizes."""
+    if torch.jit.is_tracing():
+        return False
+    return all(statically_known_true(a == b) for a, b in zip(x.shape[-2:], size))
+
+
 def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinearly resize x: Tensor (N, C, h, w) to (N, C, *size) with ``align_corners=False``.
 
     This is the project's one resize policy for feature maps, logits and probabilities.
     Returns x itself when it already has that size.
     """
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[-2:]) == size:
+    size = (_plain_size(size[0]), _plain_size(size[1]))
+    if _known_same_size(x, size):
         return x
     use_matmul = _impl == "matmul" or (_impl == "auto" and x.is_cuda)
     if use_matmul and x.dim() == 4 and x.is_floating_point():

@@ -40,13 +40,24 @@ def grouped_part_softmax(
         object_parts: for each object, the global part ids it owns (a partition of 0..P-1).
 
     Returns: Tensor (N, P, h, w); for each object o, the channels ``object_parts[o]`` sum to 1.
+
+    The slices are gathered, normalised, concatenated and put back in channel order by one more
+    gather (no in-place writes), so a traced or exported graph keeps its sizes dynamic.
     """
-    probs = torch.empty_like(logits)
-    for parts in object_parts:
-        if parts:
-            index = torch.as_tensor(parts, device=logits.device)
-            probs[:, index] = logits[:, index].softmax(dim=1)
-    return probs
+    groups = [list(parts) for parts in object_parts if parts]
+    if not groups:
+        return torch.empty_like(logits)
+    device = logits.device
+    grouped = torch.cat(
+        [
+            logits.index_select(1, torch.as_tensor(parts, device=device)).softmax(dim=1)
+            for parts in groups
+        ],
+        dim=1,
+    )
+    order = [p for parts in groups for p in parts]  # channel of each grouped position
+    position = sorted(range(len(order)), key=order.__getitem__)  # grouped position of each channel
+    return grouped.index_select(1, torch.as_tensor(position, device=device))
 
 
 PART_LOSS_NORMS = ("object", "pixel")

@@ -11,7 +11,7 @@ from torch import nn
 
 from ...layers import ConvNormAct, resize_to
 
-__all__ = ["PPM", "PPM_POOLS", "PrRoIPool2d", "prroi_pool_weights"]
+__all__ = ["PPM", "PPM_POOLS", "PrRoIPool2d", "prroi_pool_matrix", "prroi_pool_weights"]
 
 
 def _hat_integral(t: torch.Tensor) -> torch.Tensor:
@@ -20,8 +20,13 @@ def _hat_integral(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t < 0, 0.5 * (t + 1) ** 2, 1 - 0.5 * (1 - t) ** 2)
 
 
-@functools.lru_cache(maxsize=64)
-def prroi_pool_weights(length: int, bins: int) -> torch.Tensor:
+def prroi_pool_matrix(
+    length: int | torch.SymInt | torch.Tensor,
+    bins: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Weights of PrRoIPool along one axis of ``length`` pixels pooled into ``bins`` bins over
     the whole axis, as CSAIL's PrRoIPool2D with the RoI (0, 0, W, H) does.
 
@@ -31,14 +36,28 @@ def prroi_pool_weights(length: int, bins: int) -> torch.Tensor:
     right of the pixels' extent [-0.5, length - 0.5], and the last bin loses the half pixel of
     zeros past the last pixel centre (its weights sum to 1 - 0.5 * bins / length).
 
+    Args:
+        length: a Python int, or a traced size (``torch.export``'s SymInt, the 0-d tensor of
+            ``torch.jit.trace``): the matrix is built with tensor ops only, so it stays dynamic.
+
+    Returns:
+        Tensor (bins, length) in ``dtype``: the weight of pixel i in bin b.
+    """
+    size = length / bins
+    edges = torch.arange(bins + 1, dtype=dtype, device=device) * size
+    centres = torch.arange(length, dtype=dtype, device=device)
+    integral = _hat_integral(edges[1:, None] - centres) - _hat_integral(edges[:-1, None] - centres)
+    return integral / size
+
+
+@functools.lru_cache(maxsize=64)
+def prroi_pool_weights(length: int, bins: int) -> torch.Tensor:
+    """:func:`prroi_pool_matrix` (float64, CPU) cached per (length, bins).
+
     Returns:
         Tensor (bins, length) float64: the weight of pixel i in bin b.
     """
-    size = length / bins
-    edges = torch.arange(bins + 1, dtype=torch.float64) * size
-    centres = torch.arange(length, dtype=torch.float64)
-    integral = _hat_integral(edges[1:, None] - centres) - _hat_integral(edges[:-1, None] - centres)
-    return integral / size
+    return prroi_pool_matrix(length, bins)
 
 
 class PrRoIPool2d(nn.Module):
