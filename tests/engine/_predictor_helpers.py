@@ -57,6 +57,9 @@ def tiny_cfg(family: str, output_dir: Path):
             "MODEL.DEVICE", "cpu",
             "DATALOADER.NUM_WORKERS", 0,
             "SOLVER.IMS_PER_BATCH", 2,
+            # the stored config keeps the BatchNorms of a predictor unfolded, so that its outputs
+            # equal the trained model's exactly (test_folded_predictor_... checks the folded one)
+            "TEST.FOLD_BATCH_NORM", "never",
             "OUTPUT_DIR", str(output_dir),
         ]
     )  # fmt: skip

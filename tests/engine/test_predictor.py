@@ -91,6 +91,21 @@ def test_from_checkpoint_predicts_and_draws_as_the_trained_model(trained, family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_folded_predictor_predicts_what_the_trained_model_does(trained, family):
+    trainer, path, image = trained[family]
+    expected = Predictor(trainer.cfg, model=trainer.model)(image)
+    folded = Predictor.from_checkpoint(str(path), overrides=["TEST.FOLD_BATCH_NORM", "auto"])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.model.modules())
+    outputs = folded(image)
+    for key in ("sem_seg", "object", "material", "scene"):  # the dense / image-level scores
+        if key in expected:
+            torch.testing.assert_close(outputs[key], expected[key], rtol=1e-4, atol=1e-4)
+    if "panoptic_seg" in expected:  # the same segments, to the odd boundary pixel
+        same = (outputs["panoptic_seg"][0] == expected["panoptic_seg"][0]).float().mean()
+        assert same > 0.99
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_the_predictor_resizes_through_the_real_test_mapper(trained, family):
     trainer, path, image = trained[family]
     predictor = Predictor.from_checkpoint(str(path))

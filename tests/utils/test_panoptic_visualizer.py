@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uper_parsing.data.panoptic_utils import id2rgb
-from uper_parsing.engine.predictor import PICTURE_DRAWERS
+from uper_parsing.tasks import TASK_REGISTRY
 from uper_parsing.visualization import Visualizer, segment_class_name, segment_label
 from uper_parsing.visualization.colormap import darken
 
@@ -155,7 +155,7 @@ def test_predictor_drawer_shows_prediction_and_ground_truth(tmp_path):
     d = {"file_name": "x.jpg", "height": H, "width": W, "image_id": 1}
     d.update(pan_seg_file_name=str(tmp_path / "pan.png"), segments_info=gt_info)
     outputs = {"panoptic_seg": (torch.from_numpy(seg), info)}
-    draw = PICTURE_DRAWERS["coco_panoptic_seg"]
+    draw = TASK_REGISTRY["coco_panoptic_seg"].draw
     picture = draw(img, outputs, d, META)
     assert picture.shape[1] == 3 * 576 + 2 * 6
     # Rows below the titles: the image panel is plain grey there.

@@ -29,13 +29,6 @@ from .datasets import (
     register_synthetic_multitask,
     register_synthetic_scenes,
 )
-from .detection_utils import (
-    TruncatedImageError,
-    check_image_size,
-    label_lookup_table,
-    read_image,
-    read_sem_seg,
-)
 from .mappers import (
     MAPPER_REGISTRY,
     MultiTaskDatasetMapper,
@@ -51,6 +44,13 @@ from .panoptic_utils import (
     read_panoptic,
     read_panoptic_semantic,
     rgb2id,
+)
+from .readers import (
+    TruncatedImageError,
+    check_image_size,
+    label_lookup_table,
+    read_image,
+    read_sem_seg,
 )
 from .samplers import InferenceSampler, SourceBatchSampler, TrainingSampler
 from .transforms import (

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .datasets.sem_seg import distinct_colors
-from .detection_utils import read_unchanged
+from .readers import read_unchanged
 
 __all__ = [
     "BACKGROUND_PART",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .detection_utils import read_unchanged
+from .readers import read_unchanged
 
 __all__ = [
     "rgb2id",

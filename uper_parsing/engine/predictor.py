@@ -206,16 +206,17 @@ def _format(name: str) -> str:
 
 
 def _built_and_loaded(cfg: Any) -> nn.Module:
-    """``build_model(cfg)`` with ``MODEL.WEIGHTS`` loaded (as ``MODEL.WEIGHTS_FORMAT`` says)."""
+    """``build_model(cfg)`` with ``MODEL.WEIGHTS`` loaded (as ``MODEL.WEIGHTS_FORMAT`` says),
+    ready for inference only (``prepare_for_inference``: ``TEST.FOLD_BATCH_NORM``)."""
     from ..checkpoint import Checkpointer
-    from ..modeling import build_model
+    from ..modeling import build_model, prepare_for_inference
 
     model = build_model(cfg)
     checkpointer = Checkpointer(
         model, partial=cfg.MODEL.WEIGHTS_PARTIAL, weights_format=cfg.MODEL.WEIGHTS_FORMAT
     )
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
-    return model
+    return prepare_for_inference(model, cfg)
 
 
 def _test_mapper(cfg: Any, family: Any, metadata: Any) -> Any:
@@ -295,42 +296,6 @@ def _spread(count: int, total: int) -> list[int]:
     if total == 0 or count <= 0:
         return []
     return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
-
-
-def _sem_seg_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
-    """[image | prediction | ground truth] of a semantic dataset's image; the ground truth is the
-    dict's label file, left out when the dict has no ``sem_seg_file_name``."""
-    from ..visualization import Visualizer
-
-    prediction = outputs["sem_seg"].argmax(dim=0)
-    return Visualizer(image, metadata).draw_sem_seg_prediction(prediction, d).get_image()
-
-
-def _multitask_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
-    """[image | object | part | material] + scene / texture of a multi-task dataset's image."""
-    from ..visualization import Visualizer
-
-    return Visualizer(image, metadata).draw_multitask(outputs, d).get_image()
-
-
-def _panoptic_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
-    """[image | prediction | ground truth] of a panoptic dataset's image; the ground truth is the
-    dict's panoptic PNG, left out when the dict has no ``pan_seg_file_name``."""
-    from ..visualization import Visualizer
-
-    panoptic_seg, segments_info = outputs["panoptic_seg"]
-    visualizer = Visualizer(image, metadata)
-    return visualizer.draw_panoptic_prediction(panoptic_seg, segments_info, d).get_image()
-
-
-def __getattr__(name: str) -> Any:
-    """``PICTURE_DRAWERS`` ({evaluator_type: drawer}), kept for earlier callers: a view of the
-    task records' ``draw`` (``tasks.TASK_REGISTRY``), where the drawers are registered."""
-    if name == "PICTURE_DRAWERS":
-        from ..tasks import TASK_REGISTRY
-
-        return {family_name: family.draw for family_name, family in TASK_REGISTRY.items()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def write_prediction_pictures(

@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..data.multitask_utils import MODEL_METADATA_KEYS
-from ..engine.predictor import _multitask_picture
 from ..modeling.meta_arch.unified_parser import unset_class_keys
 from .base import TASK_REGISTRY, ModelArg, TaskFamily
 
-__all__ = ["MULTITASK", "multitask_model_args", "trainable_tasks"]
+__all__ = ["MULTITASK", "draw_multitask_picture", "multitask_model_args", "trainable_tasks"]
 
 _COUNTED = ("material", "scene", "texture")  # tasks whose head is sized by a class count
+
+
+def draw_multitask_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
+    """[image | object | part | material] + scene / texture of a multi-task dataset's image."""
+    from ..visualization import Visualizer
+
+    return Visualizer(image, metadata).draw_multitask(outputs, d).get_image()
 
 
 def multitask_model_args(metadata: Any, where: str, cfg: Any) -> list[ModelArg]:
@@ -88,7 +96,7 @@ MULTITASK = TASK_REGISTRY.register(
         unfilled_keys=unset_class_keys,
         mapper="multitask",
         evaluator="multitask",
-        draw=_multitask_picture,
+        draw=draw_multitask_picture,
         write_demo=write_multitask_demo,
         output_keys=("object", "part", "material", "scene", "texture"),
         train_loader=multitask_train_loader,

@@ -7,14 +7,28 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data.panoptic_utils import id2rgb
-from ..engine.predictor import _panoptic_picture
-from ..visualization import save_image, segment_class_name
+from ..visualization import Visualizer, save_image, segment_class_name
 from .base import TASK_REGISTRY, ModelArg, TaskFamily
 
-__all__ = ["PANOPTIC", "panoptic_model_args", "segments_json", "write_panoptic_demo"]
+__all__ = [
+    "PANOPTIC",
+    "draw_panoptic_picture",
+    "panoptic_model_args",
+    "segments_json",
+    "write_panoptic_demo",
+]
+
+
+def draw_panoptic_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
+    """[image | prediction | ground truth] of a panoptic dataset's image; the ground truth is the
+    dict's panoptic PNG, left out when the dict has no ``pan_seg_file_name``."""
+    panoptic_seg, segments_info = outputs["panoptic_seg"]
+    visualizer = Visualizer(image, metadata)
+    return visualizer.draw_panoptic_prediction(panoptic_seg, segments_info, d).get_image()
 
 
 def panoptic_model_args(metadata: Any, where: str, cfg: Any) -> list[ModelArg]:
@@ -81,7 +95,7 @@ PANOPTIC = TASK_REGISTRY.register(
         model_args=panoptic_model_args,
         mapper="panoptic",
         evaluator="coco_panoptic_seg",
-        draw=_panoptic_picture,
+        draw=draw_panoptic_picture,
         write_demo=write_panoptic_demo,
         output_keys=("panoptic_seg", "sem_seg", "instances"),
         confidence_keys=(

@@ -8,10 +8,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..engine.predictor import _sem_seg_picture
 from .base import TASK_REGISTRY, ModelArg, TaskFamily
 
-__all__ = ["SEM_SEG", "sem_seg_model_args", "write_sem_seg_demo"]
+__all__ = ["SEM_SEG", "draw_sem_seg_picture", "sem_seg_model_args", "write_sem_seg_demo"]
+
+
+def draw_sem_seg_picture(image: np.ndarray, outputs: dict, d: dict, metadata: Any) -> np.ndarray:
+    """[image | prediction | ground truth] of a semantic dataset's image; the ground truth is the
+    dict's label file, left out when the dict has no ``sem_seg_file_name``."""
+    from ..visualization import Visualizer
+
+    prediction = outputs["sem_seg"].argmax(dim=0)
+    return Visualizer(image, metadata).draw_sem_seg_prediction(prediction, d).get_image()
 
 
 def sem_seg_model_args(metadata: Any, where: str, cfg: Any) -> list[ModelArg]:
@@ -44,7 +52,7 @@ SEM_SEG = TASK_REGISTRY.register(
         model_args=sem_seg_model_args,
         mapper="sem_seg",
         evaluator="sem_seg",
-        draw=_sem_seg_picture,
+        draw=draw_sem_seg_picture,
         write_demo=write_sem_seg_demo,
         output_keys=("sem_seg",),
     )

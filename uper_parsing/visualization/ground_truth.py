@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.detection_utils import read_sem_seg
 from ..data.multitask_utils import MAP_TASKS, read_multitask_label
 from ..data.panoptic_utils import read_panoptic
+from ..data.readers import read_sem_seg
 from .panoptic import segments_from_instances
 from .regions import as_label_map, resize_labels
 

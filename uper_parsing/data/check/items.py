@@ -7,7 +7,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..detection_utils import (
+from ..multitask_utils import MAP_TASKS, decode_label_numbers, number_lookup, unknown_label_numbers
+from ..panoptic_utils import (
+    check_segments_info,
+    read_panoptic_ids,
+    read_panoptic_semantic,
+    segment_id_mismatch,
+)
+from ..readers import (
     TruncatedImageError,
     format_label_values,
     invalid_label_values,
@@ -15,13 +22,6 @@ from ..detection_utils import (
     read_image,
     read_label_values,
     valid_train_ids,
-)
-from ..multitask_utils import MAP_TASKS, decode_label_numbers, number_lookup, unknown_label_numbers
-from ..panoptic_utils import (
-    check_segments_info,
-    read_panoptic_ids,
-    read_panoptic_semantic,
-    segment_id_mismatch,
 )
 from .problem import Problem
 

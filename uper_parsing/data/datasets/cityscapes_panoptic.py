@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import DatasetCatalog
-from .coco_panoptic import README_HINT, _load_panoptic, panoptic_metadata, set_panoptic_metadata
+from .coco_panoptic import (
+    README_HINT,
+    load_panoptic_dicts,
+    panoptic_metadata,
+    set_panoptic_metadata,
+)
 from .paths import datasets_root
 
 __all__ = [
@@ -109,7 +114,7 @@ def load_cityscapes_panoptic(
         Dicts as ``load_coco_panoptic_json`` returns (``image_id`` is the string
         ``<city>_<seq>_<frame>``; no ``sem_seg_file_name``: maps are derived when read).
     """
-    return _load_panoptic(
+    return load_panoptic_dicts(
         os.fspath(panoptic_json),
         os.fspath(panoptic_root),
         cityscapes_panoptic_categories(),

@@ -28,6 +28,7 @@ __all__ = [
     "PANOPTIC_EVALUATOR",
     "PathOrFn",
     "load_coco_panoptic_json",
+    "load_panoptic_dicts",
     "panoptic_metadata",
     "register_all_coco_panoptic",
     "register_coco_panoptic",
@@ -167,15 +168,16 @@ def _check_json_categories(
             )
 
 
-def _load_panoptic(
+def load_panoptic_dicts(
     json_file: str,
     panoptic_root: str,
     categories: Sequence[Mapping[str, Any]],
     image_file: ImageFileFn,
     sem_seg_root: str | None = None,
 ) -> list[dict]:
-    """Dataset dicts of a COCO panoptic JSON; ``image_file(image, annotation)`` gives the path of
-    an image from its JSON ``images`` entry and its annotation (see ``load_coco_panoptic_json``).
+    """Dataset dicts of a COCO-format panoptic JSON (COCO's, Cityscapes' ...);
+    ``image_file(image, annotation)`` gives the path of an image from its JSON ``images`` entry
+    and its annotation (see ``load_coco_panoptic_json``).
     """
     _require(json_file, "Panoptic JSON file", is_dir=False)
     _require(panoptic_root, "Panoptic PNG folder", is_dir=True)
@@ -256,7 +258,7 @@ def load_coco_panoptic_json(
     def image_file(image: Mapping[str, Any], ann: Mapping[str, Any]) -> str:
         return os.path.join(image_root, image["file_name"])
 
-    return _load_panoptic(
+    return load_panoptic_dicts(
         os.fspath(json_file),
         os.fspath(panoptic_root),
         _categories_of(metadata, f"the dataset of {os.fspath(json_file)}"),

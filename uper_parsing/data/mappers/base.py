@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 
 from ...config import configurable
 from ..catalog import MetadataCatalog
-from ..detection_utils import check_image_size, read_image
+from ..readers import check_image_size, read_image
 from ..transforms import apply_transforms, build_augmentation
 
 __all__ = ["LabelMapsMapper"]

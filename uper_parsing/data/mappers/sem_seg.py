@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detection_utils import read_sem_seg
+from ..readers import read_sem_seg
 from .base import LabelMapsMapper
 from .build import MAPPER_REGISTRY
 
