@@ -32,20 +32,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from uper_parsing.config import CfgNode, get_cfg
+from uper_parsing.config import CfgNode
 from uper_parsing.data import DatasetCatalog, MetadataCatalog, read_image
-from uper_parsing.data.datasets import register_declared_datasets
 from uper_parsing.engine import DefaultTrainer
 from uper_parsing.utils.logger import setup_logger
 from uper_parsing.visualization import Visualizer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_dataset  # noqa: E402  (tools/check_dataset.py: the config loading both tools share)
+from check_dataset import UsageError  # noqa: E402
+
 EXIT_OK, EXIT_USAGE = 0, 2
 SOURCES = ("annotation", "dataloader")
 logger = logging.getLogger("uper_parsing.visualize_data")
-
-
-class UsageError(Exception):
-    """Arguments or config that cannot be used (exit status 2)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -69,13 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def load_config(args: argparse.Namespace) -> CfgNode:
     """The config of ``--config-file`` with the overrides, frozen, its ``DATASETS.REGISTER``
     registered and every ``DATASETS.TRAIN`` name registered (else UsageError)."""
-    cfg = get_cfg()
-    try:
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-        register_declared_datasets(cfg)
-    except (OSError, KeyError, ValueError, AssertionError) as err:
-        raise UsageError(f"Cannot use config {args.config_file} {args.opts}: {err}") from err
+    cfg = check_dataset.load_config(args)
     unknown = [n for n in cfg.DATASETS.TRAIN if n not in DatasetCatalog]
     if unknown or not cfg.DATASETS.TRAIN:
         raise UsageError(f"DATASETS.TRAIN datasets not registered: {unknown or 'none given'}")
