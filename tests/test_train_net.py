@@ -52,6 +52,7 @@ def read_results(output_dir: Path) -> dict:
     return json.loads((output_dir / "results.json").read_text())
 
 
+@pytest.mark.slow(seconds=355)  # the longest tests start first (tests/conftest.py)
 def test_upernet_quickstart_reaches_miou_floor(datasets_dir, tmp_path):
     out = tmp_path / "upernet"
     run_train_net(
@@ -75,6 +76,7 @@ def test_upernet_quickstart_reaches_miou_floor(datasets_dir, tmp_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow(seconds=60)
 @pytest.mark.parametrize(
     "config", ["pspnet_R18D8_synthetic.yaml", "semantic_fpn_R18_synthetic.yaml"]
 )
@@ -99,7 +101,16 @@ def test_other_quickstarts_train_evaluate_and_reload(datasets_dir, tmp_path, con
     # one semantic config suffices (the panoptic quickstart test does the same for its evaluators)
     if config == "semantic_fpn_R18_synthetic.yaml":
         two_dir = tmp_path / "eval2"
-        two = ["--num-gpus", "2", "--eval-only", *weights, "OUTPUT_DIR", str(two_dir)]
+        two = [
+            "--num-gpus",
+            "2",
+            "--dist-url",
+            "auto",
+            "--eval-only",
+            *weights,
+            "OUTPUT_DIR",
+            str(two_dir),
+        ]
         run_train_net(datasets_dir, *common, *two)
         assert read_results(two_dir)["sem_seg"] == pytest.approx(trained)
 
@@ -184,6 +195,7 @@ MULTITASK_FLOORS = {
 }
 
 
+@pytest.mark.slow(seconds=540)
 def test_unified_parsing_quickstart_beats_chance_on_every_task(datasets_dir, tmp_path):
     out = tmp_path / "multitask"
     config = "configs/quickstart/unified_parsing_R18_synthetic.yaml"
@@ -207,6 +219,7 @@ PANOPTIC_FLOORS = {("panoptic_seg", "PQ"): 50.0, ("segm", "AP"): 30.0}
 PANOPTIC_CI_BATCH = 6
 
 
+@pytest.mark.slow(seconds=530)
 def test_panoptic_quickstart_reaches_pq_and_ap_floors(datasets_dir, tmp_path):
     out = tmp_path / "panoptic"
     config = ["--config-file", "configs/quickstart/panoptic_fpn_R18_synthetic.yaml"]
@@ -223,7 +236,16 @@ def test_panoptic_quickstart_reaches_pq_and_ap_floors(datasets_dir, tmp_path):
     # two processes (gloo), each evaluating half the val images, reproduce the final evaluation
     two_dir = tmp_path / "panoptic_eval2"
     weights = ["MODEL.WEIGHTS", str(out / "model_final.pth"), *UNFOLDED]
-    two = ["--num-gpus", "2", "--eval-only", *weights, "TEST.VIS_NUM_IMAGES", "0"]
+    two = [
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        "auto",
+        "--eval-only",
+        *weights,
+        "TEST.VIS_NUM_IMAGES",
+        "0",
+    ]
     run_train_net(datasets_dir, *config, *two, "OUTPUT_DIR", str(two_dir))
     evaluated = read_results(two_dir)
     assert set(evaluated) == set(results)

@@ -241,7 +241,10 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(datasets_dir, tmp_path
 
 
 # 2 gloo processes of 1 image each, 1 loader worker each (6 processes on a 2-core machine)
-TWO_PROCESSES = {"opts": ("--num-gpus", "2"), "overrides": ("DATALOADER.NUM_WORKERS", "1")}
+TWO_PROCESSES = {
+    "opts": ("--num-gpus", "2", "--dist-url", "auto"),
+    "overrides": ("DATALOADER.NUM_WORKERS", "1"),
+}
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def test_torchscript_traced_at_one_size_runs_at_others(built, name, tmp_path):
         assert worst < MAX_ABS_DIFF and agreement >= MIN_ARGMAX_AGREEMENT, (hw, worst, agreement)
 
 
-@pytest.mark.slow  # one ONNX export per model, 20-50 s each on 2 busy cores
+@pytest.mark.slow(seconds=30)  # one ONNX export per model, 20-50 s each on 2 busy cores
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_onnx_matches_eager_at_two_other_sizes(built, name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
@@ -362,7 +362,7 @@ def test_tool_names_a_bad_config_key(tool, tmp_path, capsys):
     assert status == 2 and "MODEL.NOT_A_KEY" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a python process: imports, model build and an ONNX export (about 60 s)
+@pytest.mark.slow(seconds=60)  # a python process: imports, model build and an ONNX export
 def test_tool_end_to_end_onnx(checkpoint, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
