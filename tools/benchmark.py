@@ -17,6 +17,10 @@ counts and file formats (``data/datasets/generated.py``) and read by the config'
 ``--compare`` then pushes one batch of the same loader through the peer's model
 (``tools/benchmark_peers.py``: transformers' UperNet, or detectron2's Panoptic FPN from a source
 snapshot given by ``--detectron2-root``) and times its training / inference steps the same way.
+Against detectron2 both sides start from the same random weights (``"peer_weights": true`` in the
+result): the peer's model is built first and ours loads its weights through the project's
+converter of detectron2 checkpoints, since how many proposals the RPN keeps, and with it the
+cost of NMS and the RoI heads, depends on the weights.
 
 Every run prints one JSON line (``BENCHMARK {...}``: device, torch version, precision, batch,
 input size, images/s, ms per step, peak memory, FLOPs, MFU, the peer's figures and the ratio) and
@@ -39,6 +43,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch import nn
 
 from uper_parsing.config import get_cfg
 from uper_parsing.data.datasets import register_declared_datasets
@@ -147,18 +152,62 @@ def _mfu(gflops: float | None, passes: int, images_per_s: float, peak: float | N
 # the peers
 
 
+def build_peer(args: argparse.Namespace, cfg: Any) -> nn.Module | None:
+    """The ``--compare`` peer's model for ``cfg`` (None without one), random weights, kept on
+    the CPU until its turn so that our peak memory does not include it."""
+    if not args.compare:
+        return None
+    import benchmark_peers as peers
+
+    return peers.build_peer_model(
+        args.compare, cfg, device="cpu", detectron2_root=args.detectron2_root
+    )
+
+
+def load_peer_weights(model: nn.Module, name: str, peer: nn.Module) -> bool:
+    """Load the weights of the peer's model into ours where the work depends on them
+    (``benchmark_peers.peer_weights_as_ours``). Returns whether both sides now have the same
+    weights; a peer network that differs from ours (a setting the peer cannot express, already
+    warned about) keeps ours random, with a warning."""
+    import benchmark_peers as peers
+
+    state = peers.peer_weights_as_ours(name, peer)
+    if state is None:
+        return False
+    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        logger.warning("The %s peer's weights do not fit our model; ours stay random: %s", name, e)
+        return False
+    logger.info("Our model starts from the %s peer's weights", name)
+    return True
+
+
 def peer_step(
-    name: str, cfg: Any, batch: list[dict], *, train: bool, detectron2_root: str | None
+    name: str,
+    cfg: Any,
+    batch: list[dict],
+    *,
+    train: bool,
+    detectron2_root: str | None,
+    model: nn.Module | None = None,
 ) -> Callable[[], Any]:
-    """One training (or inference) step of the peer ``name`` on ``batch``."""
+    """One training (or inference) step of the peer ``name`` on ``batch`` (its ``model``, or
+    one built with random weights)."""
     import benchmark_peers as peers
 
     device, dtype = cfg.MODEL.DEVICE, precision_of(cfg)
     if name == "hf-upernet":
-        model, step = peers.hf_upernet_step(cfg, batch, device=device, amp_dtype=dtype)
+        model, step = peers.hf_upernet_step(cfg, batch, device=device, amp_dtype=dtype, model=model)
     elif name == "detectron2":
         model, step = peers.detectron2_panoptic_step(
-            cfg, batch, device=device, amp_dtype=dtype, detectron2_root=detectron2_root
+            cfg,
+            batch,
+            device=device,
+            amp_dtype=dtype,
+            detectron2_root=detectron2_root,
+            model=model,
         )
     else:
         raise ValueError(f"--compare must be one of {PEERS}, got {name!r}")
@@ -168,12 +217,25 @@ def peer_step(
 
 
 def compare(
-    args: argparse.Namespace, cfg: Any, batch: list[dict], *, train: bool, ours: dict
+    args: argparse.Namespace,
+    cfg: Any,
+    batch: list[dict],
+    *,
+    train: bool,
+    ours: dict,
+    peer: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """The peer's figures on ``batch`` and our speed-up over it."""
+    """The peer's figures on ``batch`` (its model ``peer``, or a new one) and our speed-up."""
     device = cfg.MODEL.DEVICE
     _reset_peak_memory(device)
-    step = peer_step(args.compare, cfg, batch, train=train, detectron2_root=args.detectron2_root)
+    step = peer_step(
+        args.compare,
+        cfg,
+        batch,
+        train=train,
+        detectron2_root=args.detectron2_root,
+        model=peer,
+    )
     seconds = time_window(step, args.iters, args.warmup, device)
     result = {"name": args.compare, **_step_summary(seconds, len(batch))}
     result["peak_memory_gib"] = _peak_memory_gib(device)
@@ -201,9 +263,13 @@ def _trainer_step(trainer: DefaultTrainer) -> Callable[[], None]:
     return step
 
 
-def benchmark_train(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
-    """Steps of the real trainer; returns the summary and the last batch (for ``--compare``)."""
+def benchmark_train(
+    cfg: Any, args: argparse.Namespace, peer: nn.Module | None = None
+) -> tuple[dict[str, Any], list[dict]]:
+    """Steps of the real trainer (its model loaded with the weights of ``peer``, the
+    ``--compare`` peer's model, when given); returns the summary and the last batch."""
     trainer = DefaultTrainer(cfg)
+    same_weights = peer is not None and load_peer_weights(trainer.model, args.compare, peer)
     if args.fixed_batch:
         trainer.data_loader = itertools.repeat(_richest_batch(trainer.data_loader))
     device = cfg.MODEL.DEVICE
@@ -229,6 +295,7 @@ def benchmark_train(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any],
         "peak_memory_gib": _peak_memory_gib(device),
         "loss_first_last": {k: _first_last(v) for k, v in sorted(losses.items())},
         "total_loss_last20_mean": statistics.fmean(losses["total_loss"][-20:]),
+        "peer_weights": same_weights,
     }
     if not args.no_flops:
         result["gflops_per_image"] = model_gflops(cfg, *result["input_hw"])
@@ -244,10 +311,15 @@ def _unlabelled(batch: list[dict]) -> list[dict]:
     ]
 
 
-def benchmark_inference(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
+def benchmark_inference(
+    cfg: Any, args: argparse.Namespace, peer: nn.Module | None = None
+) -> tuple[dict[str, Any], list[dict]]:
     """Batches of ``--batch-size`` training crops (or, with 0, the test loader image by image,
-    at the test sizes) through the model in eval mode."""
-    model = prepare_for_inference(DefaultTrainer.build_model(cfg), cfg)
+    at the test sizes) through the model in eval mode (with the weights of ``peer``, when
+    given)."""
+    model = DefaultTrainer.build_model(cfg)
+    same_weights = peer is not None and load_peer_weights(model, args.compare, peer)
+    model = prepare_for_inference(model, cfg)
     device = cfg.MODEL.DEVICE
     if args.batch_size > 0:
         batches_of_crops = iter(DefaultTrainer.build_train_loader(cfg))
@@ -276,13 +348,16 @@ def benchmark_inference(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, A
         "input_hw": _image_hw(inputs),
         **_step_summary(seconds, images),
         "peak_memory_gib": _peak_memory_gib(device),
+        "peer_weights": same_weights,
     }
     if not args.no_flops:
         result["gflops_per_image"] = model_gflops(cfg, *result["input_hw"])
     return result, batch
 
 
-def benchmark_data(cfg: Any, args: argparse.Namespace) -> tuple[dict[str, Any], None]:
+def benchmark_data(
+    cfg: Any, args: argparse.Namespace, peer: nn.Module | None = None
+) -> tuple[dict[str, Any], None]:
     """The training loader alone: seconds per batch, the decoding and augmentation included."""
     loader = iter(DefaultTrainer.build_train_loader(cfg))
     seconds = time_window(lambda: next(loader), args.iters, args.warmup, "cpu")
@@ -387,8 +462,9 @@ def run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     cfg = setup_cfg(args)
     device = cfg.MODEL.DEVICE
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    peer = build_peer(args, cfg)
     _reset_peak_memory(device)
-    result, batch = TASKS[args.task](cfg, args)
+    result, batch = TASKS[args.task](cfg, args, peer)
     result.update(_environment(cfg, args))
     if device.startswith("cuda") and "gflops_per_image" in result:
         peak = matmul_tflops(device, precision_of(cfg))
@@ -398,7 +474,9 @@ def run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if args.compare:
         if batch is None:
             raise ValueError("--compare needs --task train, or inference with --batch-size")
-        result["peer"] = compare(args, cfg, batch, train=args.task == "train", ours=result)
+        result["peer"] = compare(
+            args, cfg, batch, train=args.task == "train", ours=result, peer=peer
+        )
     return cfg, result
 
 

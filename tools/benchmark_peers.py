@@ -1,6 +1,8 @@
 """The peers' side of ``tools/benchmark.py --compare``: our batch through another codebase's model.
 
-Each ``*_step`` function builds the peer's network with random weights (nothing is downloaded),
+Each ``*_step`` function builds the peer's network with random weights (nothing is downloaded;
+:func:`build_peer_model` builds it alone, and :func:`peer_weights_as_ours` gives its weights under
+our names where the work depends on them, so that both sides start from the same weights),
 copying every setting of our config that the peer can express (class counts, backbone depth,
 norm and frozen stages, head widths, RPN / RoI sampling, pixel statistics, learning rate and
 weight decay), converts the batch our trainer gets into the peer's inputs, and returns the model
@@ -23,9 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from uper_parsing.checkpoint.detectron2 import convert_detectron2_state_dict
 from uper_parsing.modeling.meta_arch.preprocessing import normalize_and_pad, stack_label_maps
 
 __all__ = [
+    "build_peer_model",
+    "peer_weights_as_ours",
     "inference_step",
     "detectron2_inputs",
     "detectron2_panoptic_step",
@@ -296,6 +301,19 @@ def detectron2_inputs(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return converted
 
 
+def detectron2_panoptic_model(cfg: Any, *, device: str, detectron2_root: str | None) -> nn.Module:
+    """detectron2's Panoptic FPN (``DETECTRON2_CONFIG``) with our config's settings (see
+    :func:`detectron2_panoptic_step`), random weights, on ``device``, in training mode."""
+    _require(cfg, "MODEL.META_ARCHITECTURE", "PanopticFPN", "detectron2")
+    _require(cfg, "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone", "detectron2")
+    _require(cfg, "MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead", "detectron2")
+    _warn_unmirrored(cfg, _DETECTRON2_LIMITS, "detectron2")
+    config_file = _import_detectron2(detectron2_root)
+    from detectron2.modeling import build_model
+
+    return build_model(_detectron2_config(cfg, config_file, device)).train()
+
+
 def detectron2_panoptic_step(
     cfg: Any,
     batch: list[dict],
@@ -303,9 +321,10 @@ def detectron2_panoptic_step(
     device: str,
     amp_dtype: torch.dtype | None,
     detectron2_root: str | None,
+    model: nn.Module | None = None,
 ) -> tuple[nn.Module, Callable[[], LossDict]]:
-    """detectron2's Panoptic FPN (``DETECTRON2_CONFIG``) built like ours, and one training step
-    of it on ``batch``.
+    """detectron2's Panoptic FPN (``DETECTRON2_CONFIG``) built like ours (or ``model``, one that
+    :func:`detectron2_panoptic_model` built), and one training step of it on ``batch``.
 
     The recipe's ResNet-FPN, RPN, StandardROIHeads (box + mask) and SemSegFPNHead take our
     config's values for every key listed in ``_DETECTRON2_SAME_KEYS`` (class counts, backbone
@@ -341,18 +360,14 @@ def detectron2_panoptic_step(
         ``{loss_sem_seg, loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg, loss_mask}`` as
         detached Tensor ().
     """
-    _require(cfg, "MODEL.META_ARCHITECTURE", "PanopticFPN", "detectron2")
-    _require(cfg, "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone", "detectron2")
-    _require(cfg, "MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead", "detectron2")
-    _warn_unmirrored(cfg, _DETECTRON2_LIMITS, "detectron2")
+    if model is None:
+        model = detectron2_panoptic_model(cfg, device=device, detectron2_root=detectron2_root)
+    model = model.to(device).train()
     config_file = _import_detectron2(detectron2_root)
-    from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
     d2 = _detectron2_config(cfg, config_file, device)
-    model = build_model(d2)
-    model.train()
     inputs = detectron2_inputs(batch)
     storage = EventStorage(0)
 
@@ -432,15 +447,29 @@ def hf_upernet_inputs(
     return pixel_values, labels
 
 
+def hf_upernet_model(cfg: Any, *, device: str) -> nn.Module:
+    """transformers' UperNet of our config (see :func:`hf_upernet_step`), random weights, on
+    ``device``, in training mode."""
+    _require(cfg, "MODEL.META_ARCHITECTURE", "SemanticSegmentor", "transformers UperNet")
+    _require(cfg, "MODEL.BACKBONE.NAME", "build_resnet_backbone", "transformers UperNet")
+    _require(cfg, "MODEL.SEM_SEG_HEAD.NAME", "UPerNetHead", "transformers UperNet")
+    _warn_unmirrored(cfg, _HF_LIMITS, "transformers UperNet")
+    from transformers import UperNetForSemanticSegmentation
+
+    return UperNetForSemanticSegmentation(_hf_upernet_config(cfg)).to(device).train()
+
+
 def hf_upernet_step(
     cfg: Any,
     batch: list[dict],
     *,
     device: str,
     amp_dtype: torch.dtype | None,
+    model: nn.Module | None = None,
 ) -> tuple[nn.Module, Callable[[], LossDict]]:
-    """transformers' ``UperNetForSemanticSegmentation`` on its own ResNet, built like our UPerNet,
-    and one training step of it on ``batch``.
+    """transformers' ``UperNetForSemanticSegmentation`` on its own ResNet, built like our UPerNet
+    (or ``model``, one that :func:`hf_upernet_model` built), and one training step of it on
+    ``batch``.
 
     Copied from our config: ResNet depth (18 / 34 / 50 / 101) and ``STRIDE_IN_1X1`` (as
     ``downsample_in_bottleneck``), ``SEM_SEG_HEAD`` NUM_CLASSES, CONVS_DIM (``hidden_size``),
@@ -460,14 +489,9 @@ def hf_upernet_step(
     Returns: the model (on ``device``, training mode) and a closure running one step, returning
         ``{"total_loss": Tensor ()}`` detached (transformers returns the weighted sum only).
     """
-    _require(cfg, "MODEL.META_ARCHITECTURE", "SemanticSegmentor", "transformers UperNet")
-    _require(cfg, "MODEL.BACKBONE.NAME", "build_resnet_backbone", "transformers UperNet")
-    _require(cfg, "MODEL.SEM_SEG_HEAD.NAME", "UPerNetHead", "transformers UperNet")
-    _warn_unmirrored(cfg, _HF_LIMITS, "transformers UperNet")
-    from transformers import UperNetForSemanticSegmentation
-
-    model = UperNetForSemanticSegmentation(_hf_upernet_config(cfg)).to(device)
-    model.train()
+    if model is None:
+        model = hf_upernet_model(cfg, device=device)
+    model = model.to(device).train()
     solver = cfg.SOLVER
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -485,6 +509,42 @@ def hf_upernet_step(
         return {"total_loss": model(pixel_values=pixel_values, labels=labels).loss}
 
     return model, _training_step(model, optimizer, losses, device=device, amp_dtype=amp_dtype)
+
+
+# --------------------------------------------------------------------------------------------- #
+# both peers
+# --------------------------------------------------------------------------------------------- #
+
+PEER_NAMES = ("hf-upernet", "detectron2")
+
+
+def build_peer_model(
+    name: str, cfg: Any, *, device: str, detectron2_root: str | None = None
+) -> nn.Module:
+    """The network of peer ``name`` (one of ``PEER_NAMES``) for our config, random weights."""
+    if name == "hf-upernet":
+        return hf_upernet_model(cfg, device=device)
+    if name == "detectron2":
+        return detectron2_panoptic_model(cfg, device=device, detectron2_root=detectron2_root)
+    raise ValueError(f"unknown peer {name!r}; expected one of {PEER_NAMES}")
+
+
+def peer_weights_as_ours(name: str, model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The weights of the peer's ``model`` under our model's names, where the work of a step
+    depends on them, else None.
+
+    detectron2's Panoptic FPN: how many proposals its RPN keeps after NMS depends on the weights,
+    and with it the cost of NMS and of the RoI heads (random weights of each side's own
+    initialisation kept 4,000 of 8,600 boxes on our side against 800 of 5,900 on detectron2's
+    after 17 steps), so ours loads the peer's weights (converted by the project's own
+    ``convert_detectron2_state_dict``) and both sides do the same work. transformers' UperNet
+    costs the same with any weights (and its stem may differ from ours): None."""
+    if name == "detectron2":
+        state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+        return convert_detectron2_state_dict(state).state_dict
+    if name == "hf-upernet":
+        return None
+    raise ValueError(f"unknown peer {name!r}; expected one of {PEER_NAMES}")
 
 
 # --------------------------------------------------------------------------------------------- #
