@@ -154,3 +154,24 @@ def test_detectron2_panoptic_step_trains_our_network(peers):
     assert set(losses) == D2_LOSSES
     assert all(math.isfinite(v.item()) for v in losses.values()), losses
     assert _changed(model, before) == set(before)
+
+
+def test_detectron2_peer_weights_load_into_ours_and_give_its_outputs(peers):
+    """``benchmark.py --compare detectron2`` starts ours from the peer's random weights: they fit
+    our network (strictly) and both networks then detect the same boxes."""
+    pytest.importorskip("detectron2")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(ROOT / "configs" / "quickstart" / "panoptic_fpn_R18_synthetic.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.CHANNELS_LAST", False])
+    torch.manual_seed(0)
+    peer = peers.build_peer_model("detectron2", cfg, device="cpu", detectron2_root=None)
+    ours = build_model(cfg)
+    ours.load_state_dict(peers.peer_weights_as_ours("detectron2", peer))
+    image = _panoptic_item(torch.Generator().manual_seed(0), [(10, 20, 60, 90), (70, 30, 150, 120)])
+    inputs = [{k: image[k] for k in ("image", "height", "width")}]
+    with torch.no_grad():
+        mine = ours.eval()(inputs)[0]["instances"]
+        theirs = peer.eval()(inputs)[0]["instances"]
+    assert len(theirs) > 0
+    torch.testing.assert_close(mine["boxes"], theirs.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
+    assert peers.peer_weights_as_ours("hf-upernet", peer) is None  # its cost ignores weights
