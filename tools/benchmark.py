@@ -459,6 +459,8 @@ def _environment(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The benchmark of ``args``: (the config used, the result)."""
+    if args.compare and (args.task == "data" or (args.task == "inference" and not args.batch_size)):
+        raise ValueError("--compare needs --task train, or inference with --batch-size")
     cfg = setup_cfg(args)
     device = cfg.MODEL.DEVICE
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
@@ -472,8 +474,6 @@ def run(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         result["matmul_tflops"] = peak
         result["mfu"] = _mfu(result["gflops_per_image"], passes, result["images_per_s"], peak)
     if args.compare:
-        if batch is None:
-            raise ValueError("--compare needs --task train, or inference with --batch-size")
         result["peer"] = compare(
             args, cfg, batch, train=args.task == "train", ours=result, peer=peer
         )

@@ -85,3 +85,12 @@ def test_inference_batches_and_the_loader_alone(run):
     assert result["input_hw"] == [64, 64] and result["images_per_s"] > 0
     result = run("--task", "data", *SMALL)
     assert result["task"] == "data" and result["images_per_s"] > 0 and result["num_workers"] == 0
+
+
+@pytest.mark.parametrize("task", [["--task", "data"], ["--task", "inference"]])
+def test_compare_without_a_batch_is_refused_before_anything_runs(benchmark, task):
+    """The loader alone and image-by-image inference have no batch for a peer: refused at once,
+    before a config, a dataset or a model is built."""
+    args = ["--config-file", "no/such/config.yaml", *task, "--compare", "hf-upernet"]
+    with pytest.raises(ValueError, match="--compare needs --task train, or inference with"):
+        benchmark.run(benchmark.parse_args(args))
