@@ -380,6 +380,21 @@ _C.SOLVER.AMP.ENABLED = False  # automatic mixed precision on CUDA
 _C.SOLVER.AMP.DTYPE = "float16"  # "float16" (with a grad scaler) or "bfloat16"
 
 # ---------------------------------------------------------------------------- #
+# DistributedDataParallel, with several processes (the options of detectron2's create_ddp_model
+# and torch's DDP; the defaults are theirs)
+# ---------------------------------------------------------------------------- #
+_C.DDP = CN()
+# gradients are all-reduced per bucket of this many MiB, as the backward pass fills them
+_C.DDP.BUCKET_CAP_MB = 25
+# gradients live in the all-reduce buckets: no copy into or out of them, less memory
+_C.DDP.GRADIENT_AS_BUCKET_VIEW = False
+# the parameters that get gradients are the same at every step, so DDP need not check each step;
+# not for a model that trains different heads from batch to batch (the unified parser)
+_C.DDP.STATIC_GRAPH = False
+# all-reduce the gradients in float16 (half the traffic; detectron2's fp16_compression)
+_C.DDP.FP16_COMPRESSION = False
+
+# ---------------------------------------------------------------------------- #
 # Test / evaluation
 # ---------------------------------------------------------------------------- #
 _C.TEST = CN()

@@ -2,6 +2,7 @@ from . import hooks
 from .defaults import (
     DefaultTrainer,
     create_ddp_model,
+    ddp_options,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -31,6 +32,7 @@ __all__ = [
     "TrainerBase",
     "TrainingPreempted",
     "create_ddp_model",
+    "ddp_options",
     "default_argument_parser",
     "default_setup",
     "default_writers",

@@ -56,6 +56,7 @@ __all__ = [
     "default_writers",
     "resolve_device",
     "create_ddp_model",
+    "ddp_options",
     "write_results",
     "DefaultTrainer",
 ]
@@ -257,10 +258,33 @@ class _StreamState:
         self.loaded = dict(state)
 
 
-def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
+def ddp_options(cfg: Any, model: nn.Module) -> dict[str, Any]:
+    """The keyword arguments of :func:`create_ddp_model` that ``cfg.DDP`` sets, checked against
+    ``model`` (also with one process, so that a config fails before it reaches several)."""
+    ddp = cfg.DDP
+    if not ddp.BUCKET_CAP_MB > 0:
+        raise ValueError(f"DDP.BUCKET_CAP_MB must be > 0 (MiB), got {ddp.BUCKET_CAP_MB}")
+    if ddp.STATIC_GRAPH and getattr(model, "find_unused_parameters", False):
+        raise ValueError(
+            f"DDP.STATIC_GRAPH is True but {type(model).__name__} trains different parameters "
+            "from batch to batch (it needs find_unused_parameters); set DDP.STATIC_GRAPH False"
+        )
+    return {
+        "bucket_cap_mb": ddp.BUCKET_CAP_MB,
+        "gradient_as_bucket_view": ddp.GRADIENT_AS_BUCKET_VIEW,
+        "static_graph": ddp.STATIC_GRAPH,
+        "fp16_compression": ddp.FP16_COMPRESSION,
+    }
+
+
+def create_ddp_model(
+    model: nn.Module, *, fp16_compression: bool = False, **kwargs: Any
+) -> nn.Module:
     """Wrap ``model`` in DistributedDataParallel when there is more than one process (CUDA: on
     the model's device; CPU: no device ids). ``find_unused_parameters`` defaults to the model's
-    attribute of that name (False when absent). Returns ``model`` itself otherwise."""
+    attribute of that name (False when absent); ``fp16_compression`` all-reduces gradients in
+    float16 (torch's ``fp16_compress_hook``); other keyword arguments go to DDP
+    (:func:`ddp_options` gives those of a config). Returns ``model`` itself otherwise."""
     if comm.get_world_size() == 1:
         return model
     if isinstance(model, DistributedDataParallel):
@@ -276,7 +300,12 @@ def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
             kwargs.setdefault("forward_sync_buffers", False)
     else:
         kwargs.setdefault("broadcast_buffers", False)
-    return DistributedDataParallel(model, **kwargs)
+    ddp = DistributedDataParallel(model, **kwargs)
+    if fp16_compression:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        ddp.register_comm_hook(state=None, hook=default_hooks.fp16_compress_hook)
+    return ddp
 
 
 def _to_builtin(obj: Any) -> Any:
@@ -359,7 +388,7 @@ class DefaultTrainer(TrainerBase):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model)
+        model = create_ddp_model(model, **ddp_options(cfg, model))
 
         grad_clip = build_gradient_clipper(cfg)
         if cfg.SOLVER.AMP.ENABLED:
