@@ -8,17 +8,8 @@
         --input "photos/*.jpg" --output demo_out/      # config and classes from the checkpoint
     python demo.py --checkpoint model_final.pth --video-input clip.mp4 --output demo_out/
 
-For each image it writes ``<stem>.png`` ([image | prediction] with class names and a legend,
-drawn by the model's task record) and what the record's demo writer adds: for a semantic model
-``<stem>_labels.png`` (the predicted train id of each pixel); for a panoptic model
-``<stem>_panoptic.png`` (segment ids as RGB, ``id = R + 256 G + 256^2 B``, 0 = void) and
-``<stem>_segments.json`` (the segments, each with its ``category_name``); for a unified
-perceptual parser, the picture only ([image | object | part | material] and the predicted
-scene). An image that cannot be read is named, skipped and counted in the summary at the end. A
-video gives ``<stem>.mp4``: the picture of every frame.
-
-The logic lives in ``uper_parsing.cli.demo``; ``pip install .`` also installs it as the
-``uper-demo`` command.
+What it writes, and the rest of its options: ``uper_parsing.cli.demo``, where the logic
+lives (``pip install .`` also installs it as the ``uper-demo`` command).
 """
 
 import sys

@@ -53,6 +53,9 @@ def run_train_net(datasets_dir: Path, *args: str) -> subprocess.CompletedProcess
 # an --eval-only run that must reproduce the evaluation at the end of training exactly keeps its
 # BatchNorms as training evaluated them (TEST.FOLD_BATCH_NORM folds on the CPU otherwise)
 UNFOLDED = ["TEST.FOLD_BATCH_NORM", "never"]
+# --eval-only in two processes (gloo on a CPU machine) on a free port: never the per-user default
+# port, which another test worker may hold at the same time
+TWO_PROCESS_EVAL = ["--num-gpus", "2", "--dist-url", "auto", "--eval-only"]
 
 
 def read_results(output_dir: Path) -> dict:
@@ -108,17 +111,9 @@ def test_other_quickstarts_train_evaluate_and_reload(datasets_dir, tmp_path, con
     # one semantic config suffices (the panoptic quickstart test does the same for its evaluators)
     if config == "semantic_fpn_R18_synthetic.yaml":
         two_dir = tmp_path / "eval2"
-        two = [
-            "--num-gpus",
-            "2",
-            "--dist-url",
-            "auto",
-            "--eval-only",
-            *weights,
-            "OUTPUT_DIR",
-            str(two_dir),
-        ]
-        run_train_net(datasets_dir, *common, *two)
+        run_train_net(
+            datasets_dir, *common, *TWO_PROCESS_EVAL, *weights, "OUTPUT_DIR", str(two_dir)
+        )
         assert read_results(two_dir)["sem_seg"] == pytest.approx(trained)
 
 
@@ -243,16 +238,7 @@ def test_panoptic_quickstart_reaches_pq_and_ap_floors(datasets_dir, tmp_path):
     # two processes (gloo), each evaluating half the val images, reproduce the final evaluation
     two_dir = tmp_path / "panoptic_eval2"
     weights = ["MODEL.WEIGHTS", str(out / "model_final.pth"), *UNFOLDED]
-    two = [
-        "--num-gpus",
-        "2",
-        "--dist-url",
-        "auto",
-        "--eval-only",
-        *weights,
-        "TEST.VIS_NUM_IMAGES",
-        "0",
-    ]
+    two = [*TWO_PROCESS_EVAL, *weights, "TEST.VIS_NUM_IMAGES", "0"]
     run_train_net(datasets_dir, *config, *two, "OUTPUT_DIR", str(two_dir))
     evaluated = read_results(two_dir)
     assert set(evaluated) == set(results)

@@ -1,26 +1,10 @@
 """The standard pieces a training script is made of: argument parser, set-up, DefaultTrainer.
 
-A ``train_net.py`` built on them::
-
-    def main(args):
-        cfg = setup(args)  # get_cfg(), merge file and opts, freeze, default_setup(cfg, args)
-        if args.eval_only:
-            model = DefaultTrainer.build_model(cfg)
-            checkpointer = Checkpointer(
-                model,
-                cfg.OUTPUT_DIR,
-                partial=cfg.MODEL.WEIGHTS_PARTIAL,
-                weights_format=cfg.MODEL.WEIGHTS_FORMAT,
-            )
-            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-            results = DefaultTrainer.test(cfg, model)
-            write_results(results, os.path.join(cfg.OUTPUT_DIR, "results.json"))
-            return results
-        trainer = DefaultTrainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        return trainer.train()
-
-    launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))
+``uper_parsing/cli/train.py`` (what ``train_net.py`` and ``uper-train`` run) is the training
+script built on them: ``setup(args)``, then either ``--eval-only`` (``build_model``, a
+``Checkpointer`` loading ``MODEL.WEIGHTS``, ``prepare_for_inference``, ``DefaultTrainer.test``,
+``write_results``) or ``DefaultTrainer(cfg)``, ``resume_or_load`` and ``train()``, all under
+``launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, ...)``.
 """
 
 from __future__ import annotations
