@@ -56,11 +56,10 @@ from uper_parsing.utils.events import EventStorage
 from uper_parsing.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmark_peers as peers  # noqa: E402
 from analyze_model import count_flops  # noqa: E402
 
 logger = logging.getLogger("uper_parsing.benchmark")
-
-PEERS = ("hf-upernet", "detectron2")
 
 
 def _sync(device: str) -> None:
@@ -157,8 +156,6 @@ def build_peer(args: argparse.Namespace, cfg: Any) -> nn.Module | None:
     the CPU until its turn so that our peak memory does not include it."""
     if not args.compare:
         return None
-    import benchmark_peers as peers
-
     return peers.build_peer_model(
         args.compare, cfg, device="cpu", detectron2_root=args.detectron2_root
     )
@@ -169,12 +166,9 @@ def load_peer_weights(model: nn.Module, name: str, peer: nn.Module) -> bool:
     (``benchmark_peers.peer_weights_as_ours``). Returns whether both sides now have the same
     weights; a peer network that differs from ours (a setting the peer cannot express, already
     warned about) keeps ours random, with a warning."""
-    import benchmark_peers as peers
-
     state = peers.peer_weights_as_ours(name, peer)
     if state is None:
         return False
-    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -195,8 +189,6 @@ def peer_step(
 ) -> Callable[[], Any]:
     """One training (or inference) step of the peer ``name`` on ``batch`` (its ``model``, or
     one built with random weights)."""
-    import benchmark_peers as peers
-
     device, dtype = cfg.MODEL.DEVICE, precision_of(cfg)
     if name == "hf-upernet":
         model, step = peers.hf_upernet_step(cfg, batch, device=device, amp_dtype=dtype, model=model)
@@ -210,7 +202,7 @@ def peer_step(
             model=model,
         )
     else:
-        raise ValueError(f"--compare must be one of {PEERS}, got {name!r}")
+        raise ValueError(f"--compare must be one of {peers.PEER_NAMES}, got {name!r}")
     if train:
         return step
     return peers.inference_step(name, cfg, model, batch, device=device, amp_dtype=dtype)
@@ -407,7 +399,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of generated sets (default: $UPER_PARSING_DATASETS or datasets/, "
         "sub-folder benchmark/)",
     )
-    parser.add_argument("--compare", choices=PEERS, help="also time the peer's model")
+    parser.add_argument("--compare", choices=peers.PEER_NAMES, help="also time the peer's model")
     parser.add_argument(
         "--detectron2-root",
         default=None,
