@@ -178,6 +178,43 @@ def load_peer_weights(model: nn.Module, name: str, peer: nn.Module) -> bool:
     return True
 
 
+def calibrate_batch_norms(model: nn.Module, forward: Callable[[], Any]) -> int:
+    """Set the running statistics of ``model``'s BatchNorms to the mean and variance of what one
+    call of ``forward`` feeds them (the model in training mode, no gradients); the model's mode
+    and the layers' momenta are restored. Returns the number of layers set.
+
+    For inference with random weights: BatchNorm's initial statistics (mean 0, variance 1) let
+    activations grow layer after layer through a ResNet, until a detector's class scores saturate
+    (under float16 all but a few round to 0 and fail a score threshold of 0: 3 detections per
+    image instead of 100). With statistics of real batches the network computes at trained-like
+    scales, and a detector keeps as many boxes as trained weights would."""
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))]
+    momenta = [m.momentum for m in norms]
+    training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    model.train()
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):  # no training graph compiled
+        forward()
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(training)
+    return len(norms)
+
+
+def detections_per_image(outputs: Any) -> float | None:
+    """The mean number of detections in inference ``outputs`` (ours: ``instances`` a dict of
+    Tensors; detectron2's: ``Instances``), None when they hold none."""
+    if not isinstance(outputs, list) or not all("instances" in x for x in outputs):
+        return None
+    counts = [
+        len(x["instances"]["scores"]) if isinstance(x["instances"], dict) else len(x["instances"])
+        for x in outputs
+    ]
+    return statistics.fmean(counts) if counts else None
+
+
 def peer_step(
     name: str,
     cfg: Any,
@@ -231,6 +268,8 @@ def compare(
     seconds = time_window(step, args.iters, args.warmup, device)
     result = {"name": args.compare, **_step_summary(seconds, len(batch))}
     result["peak_memory_gib"] = _peak_memory_gib(device)
+    if not train:
+        result["detections_per_image"] = detections_per_image(step())
     result["speedup"] = ours["images_per_s"] / result["images_per_s"]
     return result
 
@@ -308,17 +347,30 @@ def benchmark_inference(
 ) -> tuple[dict[str, Any], list[dict]]:
     """Batches of ``--batch-size`` training crops (or, with 0, the test loader image by image,
     at the test sizes) through the model in eval mode (with the weights of ``peer``, when
-    given)."""
+    given).
+
+    Random weights (without ``--keep-weights``) first get the BatchNorm statistics of the first
+    training crops (:func:`calibrate_batch_norms`; detectron2's model gets them before ours loads
+    its weights), so that a detector keeps trained-like numbers of boxes; the result gives
+    ``detections_per_image`` on both sides."""
     model = DefaultTrainer.build_model(cfg)
-    same_weights = peer is not None and load_peer_weights(model, args.compare, peer)
-    model = prepare_for_inference(model, cfg)
     device = cfg.MODEL.DEVICE
+    crops = iter(DefaultTrainer.build_train_loader(cfg))
+    batch: list[dict] = []
+    while len(batch) < max(args.batch_size, 1):  # training crops, from as many batches as needed
+        batch += next(crops)
+    batch = batch[: max(args.batch_size, 1)]
+    same_weights = False
+    if peer is not None and args.compare in peers.WEIGHT_DEPENDENT_PEERS:  # random, on the CPU
+        calibrate_batch_norms(
+            peer, peers.training_losses(args.compare, cfg, peer, batch, device="cpu")
+        )
+        same_weights = load_peer_weights(model, args.compare, peer)
+    if not same_weights and not args.keep_weights:
+        calibrate_batch_norms(model, lambda: model(batch))
+    model = prepare_for_inference(model, cfg)
+    _reset_peak_memory(device)
     if args.batch_size > 0:
-        batches_of_crops = iter(DefaultTrainer.build_train_loader(cfg))
-        batch = []
-        while len(batch) < args.batch_size:  # training crops, from as many batches as needed
-            batch += next(batches_of_crops)
-        batch = batch[: args.batch_size]
         batches = itertools.repeat(_unlabelled(batch))
     else:
         batches = iter(DefaultTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0]))
@@ -327,10 +379,10 @@ def benchmark_inference(
     autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype is not None)
     inputs: list[dict] = []
 
-    def step() -> None:
+    def step() -> Any:
         inputs[:] = next(batches)
         with torch.inference_mode(), autocast:
-            model(inputs)
+            return model(inputs)
 
     seconds = time_window(step, args.iters, args.warmup, device)
     images = len(inputs)
@@ -341,6 +393,7 @@ def benchmark_inference(
         **_step_summary(seconds, images),
         "peak_memory_gib": _peak_memory_gib(device),
         "peer_weights": same_weights,
+        "detections_per_image": detections_per_image(step()),
     }
     if not args.no_flops:
         result["gflops_per_image"] = model_gflops(cfg, *result["input_hw"])
@@ -420,7 +473,7 @@ def setup_cfg(args: argparse.Namespace) -> Any:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     resolve_device(cfg)
-    if not args.keep_weights:  # speed does not depend on the weights: nothing to download
+    if not args.keep_weights:  # random weights (inference calibrates their BatchNorms): no download
         cfg.MODEL.WEIGHTS, cfg.MODEL.BACKBONE.PRETRAINED = "", ""
     if args.generated_data > 0:
         root = args.generated_root or datasets_root() / "benchmark"

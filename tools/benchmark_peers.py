@@ -365,9 +365,25 @@ def detectron2_panoptic_step(
     model = model.to(device).train()
     config_file = _import_detectron2(detectron2_root)
     from detectron2.solver import build_optimizer
-    from detectron2.utils.events import EventStorage
 
     d2 = _detectron2_config(cfg, config_file, device)
+    step = _training_step(
+        model,
+        build_optimizer(d2, model),
+        detectron2_losses(model, batch),
+        device=device,
+        amp_dtype=amp_dtype,
+    )
+    return model, step
+
+
+def detectron2_losses(
+    model: nn.Module, batch: list[dict]
+) -> Callable[[], Mapping[str, torch.Tensor]]:
+    """A closure computing detectron2's training losses of ``model`` on ``batch``, inside an
+    ``EventStorage`` (its RPN and RoI heads log to one)."""
+    from detectron2.utils.events import EventStorage
+
     inputs = detectron2_inputs(batch)
     storage = EventStorage(0)
 
@@ -375,10 +391,7 @@ def detectron2_panoptic_step(
         with storage:
             return model(inputs)
 
-    step = _training_step(
-        model, build_optimizer(d2, model), losses, device=device, amp_dtype=amp_dtype
-    )
-    return model, step
+    return losses
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -500,6 +513,15 @@ def hf_upernet_step(
         nesterov=solver.NESTEROV,
         weight_decay=solver.WEIGHT_DECAY,
     )
+    losses = hf_upernet_losses(cfg, model, batch, device=device)
+    return model, _training_step(model, optimizer, losses, device=device, amp_dtype=amp_dtype)
+
+
+def hf_upernet_losses(
+    cfg: Any, model: nn.Module, batch: list[dict], *, device: str
+) -> Callable[[], Mapping[str, torch.Tensor]]:
+    """A closure computing transformers' UperNet loss (``{"total_loss"}``) of ``model`` on
+    ``batch``, its inputs prepared by :func:`hf_upernet_inputs` on ``device``."""
     mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=device).view(-1, 1, 1)
     std = torch.tensor(cfg.MODEL.PIXEL_STD, device=device).view(-1, 1, 1)
     ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
@@ -508,7 +530,7 @@ def hf_upernet_step(
         pixel_values, labels = hf_upernet_inputs(batch, mean, std, ignore)
         return {"total_loss": model(pixel_values=pixel_values, labels=labels).loss}
 
-    return model, _training_step(model, optimizer, losses, device=device, amp_dtype=amp_dtype)
+    return losses
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -516,6 +538,8 @@ def hf_upernet_step(
 # --------------------------------------------------------------------------------------------- #
 
 PEER_NAMES = ("hf-upernet", "detectron2")
+# peers whose cost depends on their weights: ours loads theirs (peer_weights_as_ours)
+WEIGHT_DEPENDENT_PEERS = ("detectron2",)
 
 
 def build_peer_model(
@@ -526,6 +550,18 @@ def build_peer_model(
         return hf_upernet_model(cfg, device=device)
     if name == "detectron2":
         return detectron2_panoptic_model(cfg, device=device, detectron2_root=detectron2_root)
+    raise ValueError(f"unknown peer {name!r}; expected one of {PEER_NAMES}")
+
+
+def training_losses(
+    name: str, cfg: Any, model: nn.Module, batch: list[dict], *, device: str
+) -> Callable[[], Mapping[str, torch.Tensor]]:
+    """A closure computing the training losses of peer ``name``'s ``model`` (in training mode,
+    on ``device``) on ``batch``: what its training step differentiates."""
+    if name == "hf-upernet":
+        return hf_upernet_losses(cfg, model, batch, device=device)
+    if name == "detectron2":
+        return detectron2_losses(model, batch)
     raise ValueError(f"unknown peer {name!r}; expected one of {PEER_NAMES}")
 
 

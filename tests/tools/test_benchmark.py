@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = [
@@ -83,6 +85,7 @@ def test_inference_batches_and_the_loader_alone(run):
     result = run("--task", "inference", "--batch-size", "2", "--no-flops", *SMALL)
     assert result["task"] == "inference" and result["batch_size"] == 2
     assert result["input_hw"] == [64, 64] and result["images_per_s"] > 0
+    assert result["detections_per_image"] is None  # a semantic model detects nothing
     result = run("--task", "data", *SMALL)
     assert result["task"] == "data" and result["images_per_s"] > 0 and result["num_workers"] == 0
 
@@ -94,3 +97,32 @@ def test_compare_without_a_batch_is_refused_before_anything_runs(benchmark, task
     args = ["--config-file", "no/such/config.yaml", *task, "--compare", "hf-upernet"]
     with pytest.raises(ValueError, match="--compare needs --task train, or inference with"):
         benchmark.run(benchmark.parse_args(args))
+
+
+def test_batch_norm_calibration_gives_the_statistics_of_the_batch(benchmark):
+    """Random weights are timed with the BatchNorm statistics of a real batch: each layer's
+    running mean / variance become exactly those of what the batch feeds it (unbiased variance,
+    as BatchNorm keeps), and the model's mode and momenta are restored."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    net.add_module("norm", nn.BatchNorm2d(4, momentum=0.3))
+    net.eval()
+    x = torch.randn(5, 3, 9, 9) * 7 + 3
+    assert benchmark.calibrate_batch_norms(net, lambda: net(x)) == 2
+    assert not net.training and net[1].momentum == 0.1 and net.norm.momentum == 0.3
+    with torch.no_grad():  # what each layer saw: the batch normalised by its own statistics
+        first = net[0](x)
+        normalised = nn.functional.batch_norm(first, None, None, net[1].weight, net[1].bias, True)
+        second = net[3](net[2](normalised))
+    for norm, seen in ((net[1], first), (net.norm, second)):
+        torch.testing.assert_close(norm.running_mean, seen.mean((0, 2, 3)))
+        torch.testing.assert_close(norm.running_var, seen.var((0, 2, 3), unbiased=True))
+
+
+def test_detections_are_counted_on_both_sides(benchmark):
+    ours = [{"instances": {"scores": torch.zeros(3)}}, {"instances": {"scores": torch.zeros(5)}}]
+    assert benchmark.detections_per_image(ours) == 4.0
+    theirs = [{"instances": [0] * 100}]  # detectron2's Instances: anything with a length
+    assert benchmark.detections_per_image(theirs) == 100.0
+    assert benchmark.detections_per_image([{"sem_seg": torch.zeros(2, 3, 3)}]) is None
+    assert benchmark.detections_per_image(torch.zeros(2)) is None
