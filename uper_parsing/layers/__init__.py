@@ -1,5 +1,6 @@
 from .conv import ConvNormAct
 from .fold_bn import fold_batch_norms
+from .nms import batched_nms_top
 from .norm import LayerNorm2d, convert_frozen_batchnorm, get_norm
 from .resize import RESIZE_IMPLS, get_resize_impl, resize_impl, resize_to, set_resize_impl
 from .shape_spec import ShapeSpec
@@ -11,6 +12,7 @@ __all__ = [
     "get_norm",
     "convert_frozen_batchnorm",
     "fold_batch_norms",
+    "batched_nms_top",
     "LayerNorm2d",
     "resize_to",
     "set_resize_impl",

@@ -33,7 +33,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import batched_nms, clip_boxes_to_image, roi_align
 
-from ..layers import ShapeSpec
+from ..layers import ShapeSpec, batched_nms_top
 
 __all__ = [
     "DefaultAnchorGenerator",
@@ -609,8 +609,9 @@ class MaskRCNNRoIHeads(RoIHeads):
             selected = img_scores > self.score_thresh
             index = torch.nonzero(selected)
             img_boxes, img_scores = img_boxes[selected], img_scores[selected]
-            keep = batched_nms(img_boxes, img_scores, index[:, 1], self.nms_thresh)
-            keep = keep[: self.detections_per_img]
+            keep = batched_nms_top(
+                img_boxes, img_scores, index[:, 1], self.nms_thresh, self.detections_per_img
+            )
             results.append(
                 {"boxes": img_boxes[keep], "scores": img_scores[keep], "labels": index[keep, 1] + 1}
             )
