@@ -1,6 +1,8 @@
 """The instance-priority merge of Panoptic FPN on hand-made cases."""
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uper_parsing.modeling.postprocessing import (
     combine_semantic_and_instance_outputs,
@@ -112,3 +114,69 @@ def test_detector_postprocess_scales_boxes_and_pastes_masks():
     assert torch.equal(out["masks"], expected)
     empty = {k: v[:0] for k, v in det.items()}
     assert detector_postprocess(empty, (50, 60), 100, 90)["masks"].shape == (0, 100, 90)
+
+
+def _merge_one_by_one(instances, semantic, overlap, stuff_area, score_thresh):
+    """The merge as detectron2's ``combine_semantic_and_instance_outputs`` writes it: one instance
+    at a time, reading each decision on the host (plus our skip of instances with nothing free)."""
+    seg = torch.zeros(semantic.shape, dtype=torch.int32)
+    info = []
+    for index in torch.argsort(instances["scores"], descending=True).tolist():
+        score = float(instances["scores"][index])
+        if score < score_thresh:
+            break
+        mask = instances["masks"][index]
+        area = int(mask.sum())
+        if area == 0:
+            continue
+        free = mask & (seg == 0)
+        free_area = int(free.sum())
+        if free_area == 0 or (area - free_area) / area > overlap:
+            continue
+        seg[free] = len(info) + 1
+        label = int(instances["labels"][index])
+        info.append({"id": len(info) + 1, "isthing": True, "area": free_area, "score": score,
+                     "category_id": label, "instance_id": index})  # fmt: skip
+    for label in torch.unique(semantic).tolist():
+        region = (semantic == label) & (seg == 0)
+        area = int(region.sum())
+        if label <= 0 or area < stuff_area:
+            continue
+        seg[region] = len(info) + 1
+        info.append({"id": len(info) + 1, "isthing": False, "category_id": label - 1, "area": area})
+    return seg, info
+
+
+@settings(max_examples=80)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    count=st.integers(0, 12),
+    overlap=st.sampled_from([0.0, 0.3, 0.5, 1.0]),
+    stuff_area=st.sampled_from([0, 3, 20]),
+    score_thresh=st.sampled_from([0.0, 0.5]),
+)
+def test_equals_the_merge_one_instance_at_a_time(seed, count, overlap, stuff_area, score_thresh):
+    """Random overlapping boxes and blobs, equal scores included, and a semantic map of a few
+    labels: the same segment map and segments as the sequential merge."""
+    g = torch.Generator().manual_seed(seed)
+    masks = []
+    for _ in range(count):
+        if torch.rand((), generator=g) < 0.2:
+            masks.append(torch.rand(12, 16, generator=g) < 0.3)  # a scattered blob
+        else:
+            y, x = torch.randint(0, 10, (2,), generator=g).tolist()
+            h, w = torch.randint(0, 9, (2,), generator=g).tolist()  # empty masks too
+            masks.append(_mask((y, y + h), (x, x + w), hw=(12, 16)))
+    scores = (torch.randint(0, 6, (count,), generator=g) / 5).tolist()  # ties, 0 and 1 included
+    labels = torch.randint(0, 5, (count,), generator=g).tolist()
+    inst = _instances(scores, labels, masks)
+    if not masks:
+        inst["masks"] = torch.zeros(0, 12, 16, dtype=torch.bool)
+    semantic = torch.randint(0, 4, (12, 16), generator=g)
+    args = {"overlap_threshold": overlap, "stuff_area_thresh": stuff_area}
+    seg, info = _merge(inst, semantic, instances_score_thresh=score_thresh, **args)
+    expected_seg, expected_info = _merge_one_by_one(
+        inst, semantic, overlap, stuff_area, score_thresh
+    )
+    assert info == expected_info
+    assert torch.equal(seg, expected_seg)
