@@ -56,3 +56,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _stated_seconds(item) == 0:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@pytest.fixture(scope="session")
+def synthetic_datasets(tmp_path_factory: pytest.TempPathFactory):
+    """``UPER_PARSING_DATASETS`` for the processes a test starts on the built-in synthetic
+    scenes: one folder for the whole run, shared by every xdist worker, so that the scenes
+    (about 10 s of one core) are generated once, by the first process that needs them. The
+    generator locks the folder and renames a finished set into place, so the others wait for it
+    and never read half a set (``data/datasets/synthetic/generate.py``)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own
+    root = base / "synthetic_datasets"
+    root.mkdir(exist_ok=True)
+    return root

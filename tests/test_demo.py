@@ -21,7 +21,11 @@ from uper_parsing.data.panoptic_utils import rgb2id
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_demo(tmp_path, config: str, sizes: dict, opts: tuple[str, ...] = ()) -> Path:
+def _run_demo(
+    tmp_path, config: str, sizes: dict, opts: tuple[str, ...] = (), datasets: Path | None = None
+) -> Path:
+    """demo.py on random images of ``sizes``; ``datasets`` the synthetic scenes' folder
+    (default: an empty one in ``tmp_path``)."""
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -30,15 +34,16 @@ def _run_demo(tmp_path, config: str, sizes: dict, opts: tuple[str, ...] = ()) ->
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "demo.py"), "--config-file", config, "--input", str(images),
            "--output", str(out), "MODEL.DEVICE", "cpu", *opts]  # fmt: skip
-    env = dict(os.environ, UPER_PARSING_DATASETS=str(tmp_path / "datasets"))
+    env = dict(os.environ, UPER_PARSING_DATASETS=str(datasets or tmp_path / "datasets"))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
-def test_demo_writes_pictures_and_label_maps(tmp_path):
+def test_demo_writes_pictures_and_label_maps(tmp_path, synthetic_datasets):
     sizes = {"a": (70, 90), "b": (64, 64)}
-    out = _run_demo(tmp_path, "configs/quickstart/semantic_fpn_R18_synthetic.yaml", sizes)
+    config = "configs/quickstart/semantic_fpn_R18_synthetic.yaml"
+    out = _run_demo(tmp_path, config, sizes, datasets=synthetic_datasets)
     for stem, (h, w) in sizes.items():
         labels = cv2.imread(str(out / f"{stem}_labels.png"), cv2.IMREAD_UNCHANGED)
         assert labels.shape == (h, w) and labels.max() < 10
@@ -46,9 +51,10 @@ def test_demo_writes_pictures_and_label_maps(tmp_path):
         assert picture.shape[1] > 2 * w  # [image | prediction] side by side, upscaled
 
 
-def test_demo_runs_a_panoptic_model(tmp_path):
+def test_demo_runs_a_panoptic_model(tmp_path, synthetic_datasets):
     sizes = {"a": (70, 90)}
-    out = _run_demo(tmp_path, "configs/quickstart/panoptic_fpn_R18_synthetic.yaml", sizes)
+    config = "configs/quickstart/panoptic_fpn_R18_synthetic.yaml"
+    out = _run_demo(tmp_path, config, sizes, datasets=synthetic_datasets)
     bgr = cv2.imread(str(out / "a_panoptic.png"), cv2.IMREAD_UNCHANGED)
     ids = rgb2id(bgr[..., ::-1])
     assert ids.shape == (70, 90)

@@ -30,9 +30,9 @@ QUICKSTART_MIOU_FLOOR = 70.0
 UPERNET_CI_BATCH = 4
 
 
-@pytest.fixture(scope="module")
-def datasets_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("datasets")
+@pytest.fixture
+def datasets_dir(synthetic_datasets) -> Path:
+    return synthetic_datasets  # the synthetic scenes of the whole run (tests/conftest.py)
 
 
 # The longest run (the unified-parsing quickstart) takes about 13 minutes at one thread beside

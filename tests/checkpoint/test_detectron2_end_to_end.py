@@ -149,8 +149,8 @@ def test_detectron2_layout_fills_every_tensor_and_gives_our_outputs(original_and
         assert g["panoptic_seg"][1] == e["panoptic_seg"][1]
 
 
-def _run(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, UPER_PARSING_DATASETS=str(tmp_path / "datasets"))
+def _run(script: str, datasets: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, UPER_PARSING_DATASETS=str(datasets))
     cmd = [sys.executable, str(ROOT / script), *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -158,11 +158,13 @@ def _run(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
 
 
 @pytest.mark.slow
-def test_eval_only_and_demo_run_on_the_detectron2_file(original_and_pkl, tmp_path):
+def test_eval_only_and_demo_run_on_the_detectron2_file(
+    original_and_pkl, tmp_path, synthetic_datasets
+):
     _, path = original_and_pkl
     out = tmp_path / "eval"
     proc = _run(
-        "train_net.py", tmp_path, "--config-file", CONFIG, "--eval-only",
+        "train_net.py", synthetic_datasets, "--config-file", CONFIG, "--eval-only",
         "MODEL.WEIGHTS", str(path), "OUTPUT_DIR", str(out), *OVERRIDES,
     )  # fmt: skip
     assert "missing in the checkpoint" not in proc.stderr + proc.stdout
@@ -175,7 +177,7 @@ def test_eval_only_and_demo_run_on_the_detectron2_file(original_and_pkl, tmp_pat
     cv2.imwrite(str(images / "a.jpg"), frame)
     demo_out = tmp_path / "demo"
     _run(
-        "demo.py", tmp_path, "--config-file", CONFIG, "--input", str(images),
+        "demo.py", synthetic_datasets, "--config-file", CONFIG, "--input", str(images),
         "--output", str(demo_out), "MODEL.WEIGHTS", f"file://{path}", *OVERRIDES,
     )  # fmt: skip
     assert (demo_out / "a_panoptic.png").exists() and (demo_out / "a_segments.json").exists()

@@ -174,8 +174,8 @@ def test_two_processes_agree_on_the_stop_iteration(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def datasets_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("datasets")  # the synthetic scenes, generated on first use
+def datasets_dir(synthetic_datasets) -> Path:
+    return synthetic_datasets  # the synthetic scenes of the whole run (tests/conftest.py)
 
 
 def _train_net(
