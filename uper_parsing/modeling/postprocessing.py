@@ -275,26 +275,26 @@ def _place_instances(
     above = ~(scores[order] < score_thresh)
     count = int(above.int().cumprod(0).sum()) if len(order) else 0
     order = order[:count]  # the best, down to the first below the threshold
-    ordered = masks[order]
-    areas = ordered.flatten(1).sum(1).double()
+    selected = order.tolist()
     taken = torch.zeros(masks.shape[1:], dtype=torch.bool, device=masks.device)
-    placed_by = torch.zeros(masks.shape[1:], dtype=torch.int64, device=masks.device)
+    placed_by = torch.zeros(masks.shape[1:], dtype=torch.int32, device=masks.device)
     free_areas, kept = [], []
-    for rank, (mask, area) in enumerate(zip(ordered, areas)):
+    for rank, index in enumerate(selected):
+        mask = masks[index]
         free = mask > taken  # mask & ~taken
         free_area = free.sum()
+        area = mask.sum()  # (one reduction per mask: a batched one over bool is slow on CPUs)
         # skipped: an empty mask, or more than overlap_threshold of it already taken
-        keep = (free_area > 0) & ((area - free_area) / area <= overlap_threshold)
-        placed = free & keep
+        keep = (free_area > 0) & ((area - free_area) / area.double() <= overlap_threshold)
+        placed = free.logical_and_(keep)
         taken |= placed
         placed_by.masked_fill_(placed, rank + 1)
         free_areas.append(free_area)
         kept.append(keep)
     if not count:
-        return torch.zeros(masks.shape[1:], dtype=torch.int32, device=masks.device)
+        return placed_by
     decisions = torch.stack([torch.stack(kept).long(), torch.stack(free_areas)]).tolist()
     ids = torch.zeros(count + 1, dtype=torch.int32)  # rank + 1 -> segment id (0: none)
-    selected = order.tolist()
     selected_scores, selected_labels = scores[order].tolist(), labels[order].tolist()
     for rank, (keep, free_area) in enumerate(zip(*decisions)):
         if keep:
