@@ -355,11 +355,12 @@ def benchmark_inference(
     ``detections_per_image`` on both sides."""
     model = DefaultTrainer.build_model(cfg)
     device = cfg.MODEL.DEVICE
-    crops = iter(DefaultTrainer.build_train_loader(cfg))
     batch: list[dict] = []
-    while len(batch) < max(args.batch_size, 1):  # training crops, from as many batches as needed
-        batch += next(crops)
-    batch = batch[: max(args.batch_size, 1)]
+    if args.batch_size > 0 or not args.keep_weights:  # to time, or to calibrate
+        crops = iter(DefaultTrainer.build_train_loader(cfg))
+        while len(batch) < max(args.batch_size, 1):  # training crops, from as many as needed
+            batch += next(crops)
+        batch = batch[: max(args.batch_size, 1)]
     same_weights = False
     if peer is not None and args.compare in peers.WEIGHT_DEPENDENT_PEERS:  # random, on the CPU
         calibrate_batch_norms(
@@ -378,11 +379,12 @@ def benchmark_inference(
     dtype = precision_of(cfg)
     autocast = torch.autocast("cuda", dtype=dtype, enabled=dtype is not None)
     inputs: list[dict] = []
+    outputs: list[dict] = []
 
-    def step() -> Any:
+    def step() -> None:
         inputs[:] = next(batches)
         with torch.inference_mode(), autocast:
-            return model(inputs)
+            outputs[:] = model(inputs)
 
     seconds = time_window(step, args.iters, args.warmup, device)
     images = len(inputs)
@@ -393,7 +395,7 @@ def benchmark_inference(
         **_step_summary(seconds, images),
         "peak_memory_gib": _peak_memory_gib(device),
         "peer_weights": same_weights,
-        "detections_per_image": detections_per_image(step()),
+        "detections_per_image": detections_per_image(outputs),
     }
     if not args.no_flops:
         result["gflops_per_image"] = model_gflops(cfg, *result["input_hw"])
