@@ -18,15 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils import comm
+
 __all__ = ["DefaultPredictor", "Predictor", "write_prediction_pictures"]
 
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("RGB", "BGR")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 class Predictor:
@@ -77,7 +75,7 @@ class Predictor:
         if model is None:
             configure_model(self.cfg, self.metadata, check=False)
             model = _built_and_loaded(self.cfg)
-        self.model = _unwrap(model)
+        self.model = comm.unwrap_model(model)
         self.input_format = self.cfg.INPUT.FORMAT
         self.mapper = _test_mapper(self.cfg, self.family, self.metadata)
 

@@ -16,6 +16,7 @@ from fvcore.common.param_scheduler import (
 from torch import nn
 
 from ..config import UnsupportedKey, reject_unsupported_keys
+from ..utils import comm
 from .layer_decay import LayerDecay, WeightDecayOverrides
 from .lr_scheduler import (
     LRMultiplier,
@@ -98,8 +99,7 @@ def get_default_optimizer_params(
 
     Returns one group per distinct (lr, weight_decay), each ``{"params", "lr", "weight_decay"}``.
     """
-    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-        model = model.module
+    model = comm.unwrap_model(model)
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
@@ -141,8 +141,7 @@ def _layer_decay(solver: Any, model: nn.Module) -> LayerDecay | None:
             "set SOLVER.WEIGHT_DECAY_NORM and SOLVER.WEIGHT_DECAY_BIAS to 0.0, not "
             f"{solver.WEIGHT_DECAY_NORM} and {solver.WEIGHT_DECAY_BIAS}"
         )
-    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-        model = model.module
+    model = comm.unwrap_model(model)
     return LayerDecay.for_model(
         model, decay_type=node.TYPE, rate=node.RATE, num_layers=node.NUM_LAYERS
     )

@@ -19,6 +19,7 @@ __all__ = [
     "all_gather",
     "gather",
     "shared_random_seed",
+    "unwrap_model",
 ]
 
 
@@ -87,3 +88,10 @@ def shared_random_seed() -> int:
     """A random integer that is the same on every process (drawn on rank 0)."""
     seed = int(np.random.randint(2**31))
     return all_gather(seed)[0]
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel (or DataParallel), else ``model``."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+        return model.module
+    return model

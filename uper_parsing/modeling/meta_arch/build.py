@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ...layers import fold_batch_norms, set_resize_impl
+from ...utils import comm
 from ...utils.env import usable_device
 from ...utils.registry import Registry
 
@@ -85,6 +86,6 @@ def prepare_for_inference(model: nn.Module, cfg) -> nn.Module:
     model.eval()
     device = next(model.parameters()).device
     if folds_batch_norms(cfg, device):
-        folded = fold_batch_norms(model.module if hasattr(model, "module") else model)
+        folded = fold_batch_norms(comm.unwrap_model(model))
         logger.info("Folded %d BatchNorms into their convolutions (TEST.FOLD_BATCH_NORM)", folded)
     return model
