@@ -14,17 +14,16 @@ in ``nn.Unfold`` order).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import pickle
 import re
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
 import torchvision
+from _tools import load_tool
 from safetensors.torch import save_file
 
 from uper_parsing.checkpoint import Checkpointer, load_backbone_weights
@@ -33,15 +32,11 @@ from uper_parsing.modeling import ResNet, build_model
 from uper_parsing.modeling.backbone.swin import SwinTransformer
 from uper_parsing.modeling.backbone.timm_backbone import TimmBackbone
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_weights.py"
 SWIN = {"embed_dim": 16, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4), "window_size": 7}
 
 
 def _tool_main(argv: list[str]) -> int:
-    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool.main(argv)
+    return load_tool("convert_weights").main(argv)
 
 
 def _random(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -24,13 +24,13 @@ kernel's per-cell formula (``prroi_pooling_gpu_impl.cu``), and compares with our
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from _tools import load_tool
 
 from uper_parsing.checkpoint import choose_weights_format, read_checkpoint_metadata
 from uper_parsing.checkpoint.csail_upp import convert_csail_upp_state_dicts
@@ -46,7 +46,6 @@ from uper_parsing.tasks import configure_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/broden/csail_upp_upernet50.yaml")
-TOOL = ROOT / "tools/convert_weights.py"
 NUM = {"object": 336, "part": 427, "scene": 365, "material": 26}  # CSAIL's channels
 FPN_DIM, FC_DIM = 512, 2048
 CAFFE_MEAN = [102.9801, 115.9465, 122.7717]
@@ -250,10 +249,7 @@ def test_auto_detection_prefers_csail_upp_over_csail_for_a_segmentation_module()
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_tool("convert_weights")
 
 
 @pytest.mark.parametrize("extension", [".pth", ".safetensors"])

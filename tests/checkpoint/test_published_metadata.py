@@ -3,19 +3,15 @@ the config, when the tool is given one), so that Predictor.from_checkpoint needs
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from _tools import load_tool
 
 from uper_parsing.checkpoint import read_checkpoint_record
 from uper_parsing.checkpoint.conversion import Conversion
 from uper_parsing.checkpoint.published import published_metadata
 from uper_parsing.config import get_cfg
 from uper_parsing.tasks import PANOPTIC, SEM_SEG
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_weights.py"
 
 
 def _conversion(source: str, kind: str = "model", **rows: int) -> Conversion:
@@ -52,10 +48,7 @@ def test_a_converter_s_own_metadata_wins():
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_tool("convert_weights")
 
 
 @pytest.mark.parametrize("extension", [".pth", ".safetensors"])

@@ -13,17 +13,16 @@ converters: transformers' ``modeling_upernet.py`` / ``modeling_resnet.py`` (``em
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import pickle
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from _tools import load_tool
 from safetensors.torch import save_file
 
 from uper_parsing.checkpoint import (
@@ -37,14 +36,9 @@ from uper_parsing.engine.predictor import DefaultPredictor
 from uper_parsing.modeling import ResNet, build_model
 from uper_parsing.modeling.backbone.timm_backbone import TimmBackbone
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_weights.py"
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_tool("convert_weights")
 
 
 def _zeros(keys: list[str]) -> dict[str, torch.Tensor]:

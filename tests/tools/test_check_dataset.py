@@ -3,7 +3,6 @@ status and the exact line the tool prints for every fault."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _tools import load_tool
 
 from uper_parsing.data import DatasetCatalog, MetadataCatalog, register_multitask, register_sem_seg
 from uper_parsing.data.datasets import register_coco_panoptic
@@ -31,10 +31,7 @@ CONFIG = str(ROOT / "configs/quickstart/upernet_R18_synthetic.yaml")
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("check_dataset", ROOT / "tools/check_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("check_dataset")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ scene +-2), so that argmax agreement means something."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _tools import load_tool
 from torch import nn
 
 from uper_parsing.checkpoint import Checkpointer
@@ -251,10 +251,7 @@ UPERNET = str(QUICKSTART / "upernet_R18_synthetic.yaml")
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("export_model", ROOT / "tools/export_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("export_model")
 
 
 @pytest.fixture(scope="module")

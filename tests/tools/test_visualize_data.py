@@ -3,12 +3,12 @@ multi-task), from the annotations and from the training loader."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from _tools import load_tool
 
 from uper_parsing.data import DatasetCatalog, MetadataCatalog, read_image
 from uper_parsing.data.datasets import (
@@ -40,12 +40,7 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        "visualize_data", ROOT / "tools/visualize_data.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("visualize_data")
 
 
 @pytest.fixture(scope="module")
