@@ -176,6 +176,30 @@ def test_report_groups_missing_and_unexpected_keys_by_module(tmp_path, logs):
     assert "old_head: 1 unexpected (fc.weight)" in unexpected
 
 
+class Shared(nn.Module):
+    """One convolution reached under two names, and a weight tied to another."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.alias = self.conv
+        self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+        self.b.weight = self.a.weight
+
+
+def test_a_tensor_loaded_under_another_name_is_not_missing(tmp_path, logs):
+    """A shared module or tied weight is saved once under each name; a checkpoint holding it
+    under one of them loads it, and only tensors nothing filled are reported missing."""
+    state = {k: v for k, v in Shared().state_dict().items() if not k.startswith(("alias.", "b."))}
+    torch.save({"model": state}, tmp_path / "w.pth")
+    target = Shared()
+    Checkpointer(target).load(str(tmp_path / "w.pth"))
+    assert torch.equal(target.alias.weight, state["conv.weight"])
+    assert torch.equal(target.b.weight, state["a.weight"])
+    missing = next(m for m in logs if "missing in the checkpoint" in m)
+    assert "1 model tensor(s) missing" in missing and "b: 1 missing (bias)" in missing
+
+
 def test_load_bare_state_dict(tmp_path):
     source = Net()
     torch.save(source.state_dict(), tmp_path / "bare.pth")

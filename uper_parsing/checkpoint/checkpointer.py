@@ -22,13 +22,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from fvcore.common.checkpoint import Checkpointer as _FvcoreCheckpointer
 from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicCheckpointer
-from fvcore.common.checkpoint import _filter_reused_missing_keys, _IncompatibleKeys
 from torch import nn
 
 from ..utils import comm
@@ -52,6 +51,31 @@ from .report import format_key_groups, format_shape_mismatches, shape_mismatches
 __all__ = ["Checkpointer", "PeriodicCheckpointer"]
 
 LAST_CHECKPOINT = "last_checkpoint"  # file in save_dir naming the newest checkpoint
+
+
+class IncompatibleKeys(NamedTuple):
+    """What loading a checkpoint into a model left out (fvcore's ``Checkpointer.load`` passes
+    the value ``_load_model`` returns to ``_log_incompatible_keys``)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+    incorrect_shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+
+
+def loaded_under_another_name(model: nn.Module, missing_keys: Sequence[str]) -> set[str]:
+    """The ``missing_keys`` whose tensor the model also holds under a name that is not missing
+    (a module shared by two parents, tied weights): it was loaded through that name."""
+    missing = set(missing_keys)
+    names: dict[int, list[str]] = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, tensor in tensors:
+            names.setdefault(id(tensor), []).append(f"{prefix}.{name}" if prefix else name)
+    loaded = set()
+    for aliases in names.values():
+        if any(alias not in missing for alias in aliases):
+            loaded.update(alias for alias in aliases if alias in missing)
+    return loaded
 
 
 class Checkpointer(_FvcoreCheckpointer):
@@ -260,7 +284,7 @@ class Checkpointer(_FvcoreCheckpointer):
         )
         return placement.apply(state, keep_outside=True)
 
-    def _load_model(self, checkpoint: dict[str, Any]) -> _IncompatibleKeys:
+    def _load_model(self, checkpoint: dict[str, Any]) -> IncompatibleKeys:
         """Load ``checkpoint["model"]`` into the model. Tensors whose shape differs from the
         model's raise a ValueError listing them (before anything is loaded) unless
         ``self.partial``, which skips them."""
@@ -279,20 +303,22 @@ class Checkpointer(_FvcoreCheckpointer):
         for key, _, _ in mismatched:
             state.pop(key)
         result = self.model.load_state_dict(state, strict=False)
-        return _IncompatibleKeys(
+        return IncompatibleKeys(
             missing_keys=result.missing_keys,
             unexpected_keys=result.unexpected_keys,
             incorrect_shapes=mismatched,
         )
 
-    def _log_incompatible_keys(self, incompatible: _IncompatibleKeys) -> None:
+    def _log_incompatible_keys(self, incompatible: IncompatibleKeys) -> None:
         """Warn about every tensor not loaded, grouped by module (BN counters left out)."""
         skipped = {key for key, _, _ in incompatible.incorrect_shapes}
-        really_missing = set(_filter_reused_missing_keys(self.model, incompatible.missing_keys))
+        loaded_elsewhere = loaded_under_another_name(self.model, incompatible.missing_keys)
         missing = [  # in the model's order
             k
             for k in incompatible.missing_keys
-            if k in really_missing and k not in skipped and not k.endswith("num_batches_tracked")
+            if k not in loaded_elsewhere
+            and k not in skipped
+            and not k.endswith("num_batches_tracked")
         ]
         reports = [
             (
