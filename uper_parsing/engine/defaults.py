@@ -607,8 +607,6 @@ class DefaultTrainer(TrainerBase):
         """``evaluation.build_evaluator``; output in ``OUTPUT_DIR/inference/<dataset_name>``."""
         from ..evaluation import build_evaluator
 
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
