@@ -272,8 +272,8 @@ def _place_instances(
     loop of detectron2's reads three numbers per instance, and Panoptic FPN at a detector's 100
     detections spent more host time there than in the network)."""
     order = torch.argsort(scores, descending=True)
-    above = ~(scores[order] < score_thresh)
-    count = int(above.int().cumprod(0).sum()) if len(order) else 0
+    ordered_scores = scores[order]
+    count = int((~(ordered_scores < score_thresh)).int().cumprod(0).sum())
     order = order[:count]  # the best, down to the first below the threshold
     selected = order.tolist()
     taken = torch.zeros(masks.shape[1:], dtype=torch.bool, device=masks.device)
@@ -295,7 +295,7 @@ def _place_instances(
         return placed_by
     decisions = torch.stack([torch.stack(kept).long(), torch.stack(free_areas)]).tolist()
     ids = torch.zeros(count + 1, dtype=torch.int32)  # rank + 1 -> segment id (0: none)
-    selected_scores, selected_labels = scores[order].tolist(), labels[order].tolist()
+    selected_scores, selected_labels = ordered_scores[:count].tolist(), labels[order].tolist()
     for rank, (keep, free_area) in enumerate(zip(*decisions)):
         if keep:
             ids[rank + 1] = len(segments) + 1
