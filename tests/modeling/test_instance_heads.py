@@ -264,3 +264,68 @@ def test_rpn_proposals_equal_detectron2s_selection():
         boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
         expected = boxes[nms(boxes, scores, levels, 0.7)[:40]]
         torch.testing.assert_close(ours[image], expected)
+
+
+@pytest.mark.parametrize("multiple", [0, 4, 32])
+def test_padding_the_mask_heads_rois_leaves_logits_and_gradients_unchanged(multiple):
+    """MODEL.ROI_MASK_HEAD.PAD_ROIS_TO_MULTIPLE only changes the batch cuDNN sees: the logits of
+    the real RoIs and every mask-head gradient stay those of the unpadded head."""
+    torch.manual_seed(0)
+    plain = build_roi_heads(_cfg(**{"MODEL.ROI_MASK_HEAD.PAD_ROIS_TO_MULTIPLE": 1}), SHAPES)
+    padded = build_roi_heads(_cfg(**{"MODEL.ROI_MASK_HEAD.PAD_ROIS_TO_MULTIPLE": multiple}), SHAPES)
+    padded.load_state_dict(plain.state_dict())
+    plain, padded = plain.double(), padded.double()  # float64: summation order does not show
+    features = {n: torch.randn(2, 16, 64 // s, 96 // s).double() for n, s in STRIDES.items()}
+    boxes = [torch.tensor([[0.0, 0.0, 30.0, 20.0], [5.0, 3.0, 90.0, 60.0]]), torch.rand(3, 2)]
+    boxes[1] = torch.cat([boxes[1] * 40, boxes[1] * 40 + 20], dim=1)
+    results = []
+    for heads in (plain, padded):
+        logits = heads._mask_logits(features, boxes, [(64, 96)] * 2)
+        (logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
+        layers = (heads.mask_head, heads.mask_predictor)
+        grads = [p.grad for layer in layers for p in layer.parameters()]
+        results.append((logits.detach(), grads))
+    assert results[0][0].shape == results[1][0].shape == (5, 4, 28, 28)
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for got, expected in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, expected)
+
+
+def test_a_negative_mask_roi_multiple_is_refused():
+    with pytest.raises(ValueError, match="PAD_ROIS_TO_MULTIPLE must be >= 0, got -1"):
+        build_roi_heads(_cfg(**{"MODEL.ROI_MASK_HEAD.PAD_ROIS_TO_MULTIPLE": -1}), SHAPES)
+
+
+def test_the_mask_head_pads_its_rois_on_cuda_only_by_default(monkeypatch):
+    """PAD_ROIS_TO_MULTIPLE 0: the mask head sees 32 RoIs for 5 on a CUDA device, 5 on the CPU."""
+    heads = build_roi_heads(_cfg(), SHAPES)
+    seen = []
+    monkeypatch.setattr(heads.mask_roi_pool, "forward", lambda *a: torch.zeros(5, 16, 14, 14))
+    heads.mask_head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    assert heads._mask_logits({}, [], []).shape[0] == 5
+    if torch.cuda.is_available():
+        heads.cuda()
+        monkeypatch.setattr(
+            heads.mask_roi_pool, "forward", lambda *a: torch.zeros(5, 16, 14, 14).cuda()
+        )
+        assert heads._mask_logits({}, [], []).shape[0] == 5
+    assert seen == [5, 32][: len(seen)] and len(seen) == 1 + torch.cuda.is_available()
+
+
+def test_rpn_refuses_non_finite_proposals_while_training_and_drops_them_at_inference():
+    torch.manual_seed(0)
+    rpn = build_rpn(_cfg(), SHAPES)
+    maps = _feature_maps(97, 133)
+    anchors = rpn.anchor_generator(maps)
+    deltas = [torch.randn(2, len(a), 4) for a in anchors]
+    logits = [torch.randn(2, len(a)) for a in anchors]
+    logits[0][1, :5] = float("nan")  # the second image's 5 first p2 anchors
+    sizes = [(97, 133), (80, 120)]
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        rpn.train().select_proposals(anchors, deltas, logits, sizes)
+    proposals = rpn.eval().select_proposals(anchors, deltas, logits, sizes)
+    clean = [x.clone() for x in logits]
+    clean[0][1, :5] = -1e4  # ranked last: the NaN ones are the only ones dropped
+    expected = rpn.select_proposals(anchors, deltas, clean, sizes)
+    torch.testing.assert_close(proposals[0], expected[0])
+    assert torch.isfinite(proposals[1]).all()

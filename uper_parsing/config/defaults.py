@@ -241,6 +241,10 @@ _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin (0 
 # RoI pooling of the mask head and of its training targets: "ROIAlignV2" (detectron2: targets cut
 # with aligned RoIAlign and binarised at 0.5) or "ROIAlign" (torchvision: unaligned, soft targets)
 _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
+# The mask head runs on its RoIs padded with empty ones to a multiple of this (1 = none; 0 = 32 on
+# a CUDA device, none elsewhere): the same outputs, and cuDNN meets a few batch sizes instead of a
+# new one at almost every step (it builds its plans per shape)
+_C.MODEL.ROI_MASK_HEAD.PAD_ROIS_TO_MULTIPLE = 0
 
 # Panoptic FPN: RPN losses + RoI-head losses x INSTANCE_LOSS_WEIGHT + semantic loss x
 # SEM_SEG_HEAD.LOSS_WEIGHT (detectron2)

@@ -162,6 +162,15 @@ def build_anchor_generator(cfg, input_shape: dict[str, ShapeSpec]) -> DefaultAnc
     )
 
 
+def _clip_boxes(boxes: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """(N, K, 4) XYXY boxes clipped to each image's (height, width), as torchvision's
+    ``clip_boxes_to_image`` clips one image's."""
+    limits = torch.tensor(
+        [[w, h, w, h] for h, w in image_sizes], dtype=boxes.dtype, device=boxes.device
+    )
+    return torch.minimum(boxes.clamp(min=0), limits[:, None, :])
+
+
 def _flatten_rpn_outputs(
     objectness: list[torch.Tensor], deltas: list[torch.Tensor]
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -249,23 +258,22 @@ class StandardRPN(RegionProposalNetwork):
             torch.cat(top_scores, 1),
             torch.cat(levels),
         )
+        # every image at once, then one host read per image (the kept indices) besides NMS's
+        finite = torch.isfinite(all_boxes).all(dim=2) & torch.isfinite(all_scores)
+        if self.training and not bool(finite.all()):
+            raise FloatingPointError("RPN boxes or logits are Inf/NaN: training diverged")
+        all_boxes = _clip_boxes(all_boxes, image_sizes)
+        widths = all_boxes[..., 2] - all_boxes[..., 0]
+        heights = all_boxes[..., 3] - all_boxes[..., 1]
+        keep = finite & (widths > self.min_size) & (heights > self.min_size)
+        if self.score_thresh > 0:
+            keep &= torch.sigmoid(all_scores) >= self.score_thresh
         results = []
-        for boxes, scores, size in zip(all_boxes, all_scores, image_sizes):
-            level = all_levels
-            finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-            if not bool(finite.all()):
-                if self.training:
-                    raise FloatingPointError("RPN boxes or logits are Inf/NaN: training diverged")
-                boxes, scores, level = boxes[finite], scores[finite], level[finite]
-            boxes = clip_boxes_to_image(boxes, size)
-            keep = (boxes[:, 2] - boxes[:, 0] > self.min_size) & (
-                boxes[:, 3] - boxes[:, 1] > self.min_size
-            )
-            if self.score_thresh > 0:
-                keep &= torch.sigmoid(scores) >= self.score_thresh
-            boxes, scores, level = boxes[keep], scores[keep], level[keep]
-            keep = batched_nms(boxes, scores, level, self.nms_thresh)[: self.post_nms_top_n()]
-            results.append(boxes[keep])
+        for boxes, scores, image_keep in zip(all_boxes, all_scores, keep):
+            index = torch.nonzero(image_keep).squeeze(1)
+            boxes, scores = boxes[index], scores[index]
+            kept = batched_nms(boxes, scores, all_levels[index], self.nms_thresh)
+            results.append(boxes[kept[: self.post_nms_top_n()]])
         return results
 
     def rpn_losses(
@@ -388,12 +396,17 @@ class ROIPooler(nn.Module):
         if len(maps) == 1:
             return self._align(maps[0], rois, self.scales[0])
         levels = self.assign_levels(rois[:, 1:])
+        # the boxes of each level, in box order: one host read for all levels
+        order = torch.argsort(levels, stable=True)
+        counts = torch.bincount(levels, minlength=len(maps)).tolist()
         channels = maps[0].shape[1]
         out = maps[0].new_zeros((len(rois), channels, *self.output_size))
-        for level, (feature, scale) in enumerate(zip(maps, self.scales)):
-            index = torch.nonzero(levels == level).squeeze(1)
-            if index.numel():
+        start = 0
+        for feature, scale, count in zip(maps, self.scales, counts):
+            if count:
+                index = order[start : start + count]
                 out.index_put_((index,), self._align(feature, rois[index], scale).to(out.dtype))
+            start += count
         return out
 
     def _align(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
@@ -455,6 +468,11 @@ def _mask_predictor(in_channels: int, num_classes: int) -> MaskRCNNPredictor:
     return predictor
 
 
+# MODEL.ROI_MASK_HEAD.PAD_ROIS_TO_MULTIPLE 0 on a CUDA device: at most 8 RoI counts at
+# batch 2 (up to 256 foreground RoIs), 32 at batch 8, 4 at inference (up to 100 per image)
+CUDA_MASK_ROI_MULTIPLE = 32
+
+
 class MaskRCNNRoIHeads(RoIHeads):
     """torchvision's ``RoIHeads`` (proposal matching, sampling, box coder, box / mask heads) with
     detectron2's ``StandardROIHeads`` numerics: float32 box coding, L1 box loss
@@ -468,11 +486,21 @@ class MaskRCNNRoIHeads(RoIHeads):
     """
 
     def __init__(
-        self, *args, smooth_l1_beta: float = 0.0, aligned_mask_targets: bool = True, **kwargs
+        self,
+        *args,
+        smooth_l1_beta: float = 0.0,
+        aligned_mask_targets: bool = True,
+        mask_roi_multiple: int = 0,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if mask_roi_multiple < 0:
+            raise ValueError(
+                f"MODEL.ROI_MASK_HEAD.PAD_ROIS_TO_MULTIPLE must be >= 0, got {mask_roi_multiple}"
+            )
         self.smooth_l1_beta = smooth_l1_beta
         self.aligned_mask_targets = aligned_mask_targets
+        self.mask_roi_multiple = mask_roi_multiple
 
     def forward(
         self,
@@ -519,9 +547,18 @@ class MaskRCNNRoIHeads(RoIHeads):
         return class_logits.float(), box_deltas.float()
 
     def _mask_logits(self, features, boxes: list[torch.Tensor], image_shapes) -> torch.Tensor:
-        """float32 mask logits (R, K+1, M, M) of the boxes."""
+        """float32 mask logits (R, K+1, M, M) of the boxes. The mask head (no norm layer: the
+        RoIs are independent) runs on R rounded up to ``mask_roi_multiple`` with empty RoIs
+        (0: ``CUDA_MASK_ROI_MULTIPLE`` on a CUDA device, none elsewhere), so that cuDNN meets a
+        few batch sizes: it builds its plans per shape, about 20 ms of host time for each new
+        one, and R is new at almost every training step."""
         pooled = self.mask_roi_pool(features, boxes, image_shapes)
-        return self.mask_predictor(self.mask_head(pooled)).float()
+        count = pooled.shape[0]
+        multiple = self.mask_roi_multiple or (CUDA_MASK_ROI_MULTIPLE if pooled.is_cuda else 1)
+        padding = -count % multiple
+        if padding:
+            pooled = torch.cat([pooled, pooled.new_zeros((padding, *pooled.shape[1:]))])
+        return self.mask_predictor(self.mask_head(pooled))[:count].float()
 
     def box_losses(
         self,
@@ -661,4 +698,5 @@ def build_roi_heads(cfg, input_shape: dict[str, ShapeSpec]) -> MaskRCNNRoIHeads:
         mask_predictor=_mask_predictor(mask.CONV_DIM, num_classes),
         smooth_l1_beta=box.SMOOTH_L1_BETA,
         aligned_mask_targets=mask_aligned,
+        mask_roi_multiple=mask.PAD_ROIS_TO_MULTIPLE,
     )
