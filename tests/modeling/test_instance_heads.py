@@ -309,7 +309,7 @@ def test_the_mask_head_pads_its_rois_on_cuda_only_by_default(monkeypatch):
             heads.mask_roi_pool, "forward", lambda *a: torch.zeros(5, 16, 14, 14).cuda()
         )
         assert heads._mask_logits({}, [], []).shape[0] == 5
-    assert seen == [5, 32][: len(seen)] and len(seen) == 1 + torch.cuda.is_available()
+    assert seen == ([5, 32] if torch.cuda.is_available() else [5])
 
 
 def test_rpn_refuses_non_finite_proposals_while_training_and_drops_them_at_inference():
